@@ -1,0 +1,1 @@
+"""Landmark curation: the domain layer (no Flask, no Celery here)."""

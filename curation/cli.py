@@ -1,0 +1,289 @@
+"""The ``curation`` command line.
+
+Domain errors become one clear line on stderr and exit status 2; ``--json``
+puts a machine-readable summary on stdout while the progress bar, when stderr
+is a terminal, stays on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+from tqdm import tqdm
+
+from curation import migrate
+from curation.exceptions import CurationError
+from curation.ingest.core import IngestContext
+from curation.ingest.folders import crawl_items, labelled_tree_items
+from curation.ingest.jsonlabels import PRESETS, JsonMapping, json_labelled_items
+from curation.ingest.records import IngestItem, IngestSummary
+from curation.ingest.reports import ingest_report
+from curation.ingest.runner import IngestRunner, read_untrusted_file
+from curation.neardup import NearDuplicateIndex
+from curation.runtime import Runtime, build_runtime
+from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_orphans
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def domain_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except CurationError as error:
+            _fail(str(error))
+            raise AssertionError("unreachable") from None
+
+    return wrapper
+
+
+def _emit(as_json: bool, payload: dict[str, Any], human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        human()
+
+
+@click.group()
+def main() -> None:
+    """Active-learning curation of landmark photos."""
+
+
+# --- database -----------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@domain_errors
+def db_upgrade(revision: str) -> None:
+    runtime = build_runtime()
+    migrate.upgrade(runtime.settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@domain_errors
+def db_downgrade(revision: str) -> None:
+    runtime = build_runtime()
+    migrate.downgrade(runtime.settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("check")
+@domain_errors
+def db_check() -> None:
+    """Fail if the models and the migrations disagree."""
+    runtime = build_runtime()
+    migrate.check(runtime.settings.database_url)
+    click.echo("models and migrations agree")
+
+
+# --- ingestion ----------------------------------------------------------------
+
+
+@main.group()
+def ingest() -> None:
+    """Bring images in: crawls, labelled sets, per-image JSON, single reports."""
+
+
+def _run_ingest(
+    runtime: Runtime,
+    items: Iterable[IngestItem],
+    summary: IngestSummary,
+    *,
+    action: str,
+    as_json: bool,
+    total: int | None,
+) -> None:
+    runner = IngestRunner(runtime.factory, runtime.store, runtime.settings)
+    show_bar = sys.stderr.isatty() and not os.environ.get("CURATION_NO_PROGRESS")
+    with tqdm(total=total, unit="img", disable=not show_bar, file=sys.stderr) as bar:
+        runner.run(items, actor="cli", action=action, on_progress=bar.update, summary=summary)
+    _emit(as_json, summary.as_dict(), lambda: _print_summary(summary))
+
+
+def _print_summary(summary: IngestSummary) -> None:
+    click.echo(
+        f"{summary.files} files: {summary.ingested} ingested, "
+        f"{summary.exact_duplicates} exact duplicates, {summary.near_duplicates} near-duplicates, "
+        f"{summary.already_present} already present, {len(summary.rejected)} rejected "
+        f"({summary.seconds:.1f} s)"
+    )
+    if summary.labels_added or summary.labels_changed:
+        click.echo(f"labels: {summary.labels_added} added, {summary.labels_changed} changed")
+    if summary.classes_created:
+        click.echo(f"new classes: {', '.join(summary.classes_created)}")
+    for entry in summary.rejected:
+        click.echo(f"  rejected {entry['path']}: {entry['reason']}")
+    for entry in summary.label_conflicts:
+        click.echo(f"  label conflict {entry['path']}: {entry['reason']}")
+    for entry in summary.manifest_problems:
+        click.echo(f"  manifest {entry['path']}: {entry['reason']}")
+
+
+def _count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+_folder = click.argument("folder", type=click.Path(path_type=Path, file_okay=False))
+
+
+@ingest.command("crawl")
+@_folder
+@click.option("--crawler", default="crawler", show_default=True, help="Name of the crawler.")
+@click.option("--manifest", type=click.Path(path_type=Path, dir_okay=False), help="CSV: path,url.")
+@_json_option
+@domain_errors
+def ingest_crawl(folder: Path, crawler: str, manifest: Path | None, as_json: bool) -> None:
+    """A folder of crawled images, with an optional CSV manifest of source URLs."""
+    runtime = build_runtime()
+    summary = IngestSummary()
+    items = crawl_items(folder, crawler=crawler, manifest=manifest, summary=summary)
+    _run_ingest(runtime, items, summary, action="ingest.crawl", as_json=as_json, total=_count_files(folder))
+
+
+@ingest.command("labelled")
+@_folder
+@click.option("--dataset", help="Dataset name (default: the folder's name).")
+@_json_option
+@domain_errors
+def ingest_labelled(folder: Path, dataset: str | None, as_json: bool) -> None:
+    """A folder-per-class tree, with or without train/validation/test levels."""
+    runtime = build_runtime()
+    summary = IngestSummary()
+    name = dataset or folder.resolve().name
+    items = labelled_tree_items(folder, dataset_name=name, summary=summary)
+    _run_ingest(runtime, items, summary, action="ingest.labelled", as_json=as_json, total=_count_files(folder))
+
+
+@ingest.command("json")
+@_folder
+@click.option("--dataset", help="Dataset name (default: the folder's name).")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="aihub", show_default=True)
+@click.option("--mapping", type=click.Path(path_type=Path, dir_okay=False), help="Mapping JSON file.")
+@_json_option
+@domain_errors
+def ingest_json(
+    folder: Path, dataset: str | None, preset: str, mapping: Path | None, as_json: bool
+) -> None:
+    """Images with a JSON file beside each giving class and bounding box (AI-Hub style)."""
+    runtime = build_runtime()
+    summary = IngestSummary()
+    chosen = JsonMapping.load(mapping) if mapping is not None else PRESETS[preset]
+    name = dataset or folder.resolve().name
+    items = json_labelled_items(folder, dataset_name=name, mapping=chosen, summary=summary)
+    total = sum(1 for p in folder.rglob("*") if p.is_file() and p.suffix.lower() != ".json")
+    _run_ingest(runtime, items, summary, action="ingest.json", as_json=as_json, total=total)
+
+
+@ingest.command("report")
+@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--claimed", required=True, help="The class the user says the photo shows.")
+@click.option("--predicted", help="The class the app predicted.")
+@click.option("--reporter", help="The reporter's id.")
+@click.option("--note", help="The user's note.")
+@_json_option
+@domain_errors
+def ingest_report_command(
+    image: Path, claimed: str, predicted: str | None, reporter: str | None, note: str | None, as_json: bool
+) -> None:
+    """One user report (the HTTP route arrives with the app API)."""
+    runtime = build_runtime()
+    settings = runtime.settings
+    data = read_untrusted_file(image, max_bytes=settings.max_image_bytes)
+    with runtime.factory() as session, session.begin():
+        index = NearDuplicateIndex()
+        index.refresh(session)
+        context = IngestContext(
+            store=runtime.store, index=index, max_distance=settings.near_duplicate_max_distance
+        )
+        result = ingest_report(
+            session,
+            context,
+            image_bytes=data,
+            claimed_class_name=claimed,
+            predicted_class_name=predicted,
+            reporter_id=reporter,
+            note=note,
+            filename=image.name,
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
+    payload = {"image_id": result.image_id, "source_id": result.source_id, "outcome": result.outcome.value}
+    _emit(as_json, payload, lambda: click.echo(f"report stored: image {result.image_id} ({result.outcome.value})"))
+
+
+# --- store --------------------------------------------------------------------
+
+
+@main.group()
+def store() -> None:
+    """The image store."""
+
+
+@store.command("gc")
+@click.option("--grace-seconds", type=float, default=DEFAULT_GRACE_SECONDS, show_default=True)
+@click.option("--dry-run", is_flag=True)
+@_json_option
+@domain_errors
+def store_gc(grace_seconds: float, dry_run: bool, as_json: bool) -> None:
+    """Remove stored files that no image row references."""
+    runtime = build_runtime()
+    with runtime.factory() as session:
+        orphans = collect_orphans(session, runtime.store, grace_seconds=grace_seconds, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    _emit(as_json, {"orphans": orphans, "dry_run": dry_run}, lambda: click.echo(f"{verb} {len(orphans)} orphan files"))
+
+
+# --- processes ----------------------------------------------------------------
+
+
+@main.command("web")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int)
+def web(host: str, port: int, workers: int) -> None:
+    """Serve the web app with gunicorn."""
+    os.execvp(  # noqa: S606  (replaces this process with gunicorn on purpose)
+        sys.executable,
+        [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+         "--access-logfile", "-", "webui.wsgi:app"],
+    )
+
+
+@main.command("worker", context_settings={"ignore_unknown_options": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Start a Celery worker (extra arguments go to celery)."""
+    # Replaced by the celery process rather than imported: the domain
+    # package never imports Celery.
+    os.execvp(  # noqa: S606
+        sys.executable,
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--loglevel=INFO", *celery_args],
+    )
+
+
+if __name__ == "__main__":
+    main()

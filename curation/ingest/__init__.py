@@ -1,0 +1,1 @@
+"""Ingestion of crawls, labelled sets and user reports."""

@@ -1,0 +1,52 @@
+"""Labels are appended, never overwritten: the current label heads a chain."""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased
+
+from curation.geometry import Box
+from curation.models import Label, LabelVerdict
+
+
+def current_label(session: Session, image_id: int) -> Label | None:
+    newer = aliased(Label)
+    return session.scalars(
+        select(Label)
+        .where(Label.image_id == image_id)
+        .where(~exists().where(newer.supersedes_id == Label.id))
+        .order_by(Label.id.desc())
+        .limit(1)
+    ).first()
+
+
+def same_box(a: Box | None, b: Box | None, *, tolerance: float = 0.5) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+def append_label(
+    session: Session,
+    *,
+    image_id: int,
+    class_id: int | None,
+    box: Box | None,
+    origin: str,
+    author_id: int | None = None,
+    supersedes: Label | None = None,
+) -> Label:
+    verdict = LabelVerdict.LANDMARK if class_id is not None else LabelVerdict.NOT_A_LANDMARK
+    label = Label(
+        image_id=image_id,
+        verdict=verdict.value,
+        class_id=class_id,
+        author_id=author_id,
+        origin=origin,
+        supersedes_id=supersedes.id if supersedes is not None else None,
+    )
+    if box is not None:
+        label.box_x_min, label.box_y_min, label.box_x_max, label.box_y_max = box
+    session.add(label)
+    session.flush()
+    return label

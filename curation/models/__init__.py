@@ -1,0 +1,23 @@
+"""ORM models. Import from here; each area lives in its own module."""
+
+from curation.models.accounts import User, UserRole
+from curation.models.audit import AuditEntry
+from curation.models.images import Image, NearDuplicateGroup
+from curation.models.labels import Label, LabelVerdict
+from curation.models.sources import ImageSource, SourceKind
+from curation.models.taxonomy import ClassAlias, ClassStatus, LandmarkClass
+
+__all__ = [
+    "AuditEntry",
+    "ClassAlias",
+    "ClassStatus",
+    "Image",
+    "ImageSource",
+    "Label",
+    "LabelVerdict",
+    "LandmarkClass",
+    "NearDuplicateGroup",
+    "SourceKind",
+    "User",
+    "UserRole",
+]

@@ -1,0 +1,147 @@
+"""Settings, read from the environment only, in this one module.
+
+Every default runs on one machine with nothing installed beside Python:
+SQLite under ``./var/``, and kombu's filesystem transport as the Celery broker.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from curation.exceptions import ConfigurationError
+
+ENV_PREFIX = "CURATION_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(ENV_PREFIX + name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{ENV_PREFIX}{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{ENV_PREFIX}{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One immutable bundle of configuration; build it with :func:`load_settings`."""
+
+    environment: str
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    result_backend: str
+    secret_key: str
+    # Untrusted-image limits, checked before any full decode.
+    max_image_bytes: int = 40 * 1024 * 1024
+    max_image_pixels: int = 60_000_000
+    max_filename_length: int = 255
+    # Perceptual-hash Hamming distance (of 64 bits) at or under which two
+    # images join one near-duplicate group.
+    near_duplicate_max_distance: int = 6
+    ingest_workers: int = 0  # 0: one per CPU core
+    ingest_commit_every: int = 64
+    broker_transport_options: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def image_store_dir(self) -> Path:
+        return self.data_dir / "images"
+
+
+def _default_secret_key(data_dir: Path) -> str:
+    """Generate a development secret once and keep it under the data folder."""
+    key_file = data_dir / "secret_key"
+    if key_file.exists():
+        return key_file.read_text(encoding="ascii").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # O_EXCL: two processes starting at once must agree on one key.
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_text(encoding="ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key)
+    return key
+
+
+def _filesystem_broker(data_dir: Path) -> tuple[str, dict[str, object]]:
+    queue_dir = data_dir / "broker" / "queue"
+    processed_dir = data_dir / "broker" / "processed"
+    for folder in (queue_dir, processed_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    options: dict[str, object] = {
+        "data_folder_in": str(queue_dir),
+        "data_folder_out": str(queue_dir),
+        "processed_folder": str(processed_dir),
+        "store_processed": False,
+    }
+    return "filesystem://", options
+
+
+def load_settings() -> Settings:
+    """Read the environment and return validated settings.
+
+    Raises :class:`ConfigurationError` naming the variable that is wrong.
+    """
+    environment = (_env("ENV", "development") or "development").lower()
+    if environment not in {"development", "production", "test"}:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}ENV must be development, production or test, got {environment!r}"
+        )
+    data_dir = Path(_env("DATA_DIR", "./var") or "./var").expanduser().resolve()
+
+    database_url = _env("DATABASE_URL")
+    if database_url is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        database_url = f"sqlite:///{data_dir / 'curation.db'}"
+
+    broker_url = _env("BROKER_URL")
+    broker_options: dict[str, object] = {}
+    if broker_url is None or broker_url == "filesystem://":
+        broker_url, broker_options = _filesystem_broker(data_dir)
+
+    # Celery's database result backend keeps its own tables, so by default it
+    # gets its own SQLite file rather than a place in the migrated schema.
+    result_backend = _env("RESULT_BACKEND") or f"db+sqlite:///{data_dir / 'celery-results.db'}"
+
+    secret_key = _env("SECRET_KEY")
+    if secret_key is None:
+        if environment == "production":
+            raise ConfigurationError(f"{ENV_PREFIX}SECRET_KEY is required in production")
+        secret_key = _default_secret_key(data_dir)
+
+    return Settings(
+        environment=environment,
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        result_backend=result_backend,
+        secret_key=secret_key,
+        max_image_bytes=_env_int("MAX_IMAGE_BYTES", Settings.max_image_bytes, minimum=1),
+        max_image_pixels=_env_int("MAX_IMAGE_PIXELS", Settings.max_image_pixels, minimum=1),
+        near_duplicate_max_distance=_env_int(
+            "NEAR_DUPLICATE_MAX_DISTANCE", Settings.near_duplicate_max_distance
+        ),
+        ingest_workers=_env_int("INGEST_WORKERS", Settings.ingest_workers),
+        ingest_commit_every=_env_int("INGEST_COMMIT_EVERY", Settings.ingest_commit_every, minimum=1),
+        broker_transport_options=broker_options,
+    )

@@ -1,0 +1,1 @@
+"""Versioned dataset snapshots, splits, diffs and export formats (see issue 5)."""

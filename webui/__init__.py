@@ -1,0 +1,34 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from curation.runtime import Runtime, build_runtime
+
+
+def create_app(config: dict[str, Any] | None = None, *, runtime: Runtime | None = None) -> Flask:
+    app = Flask(__name__)
+    runtime = runtime or build_runtime()
+    app.config.update(
+        SECRET_KEY=runtime.settings.secret_key,
+        MAX_CONTENT_LENGTH=runtime.settings.max_image_bytes + 1024 * 1024,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=runtime.settings.is_production,
+    )
+    app.config.update(config or {})
+    app.extensions["curation"] = runtime
+
+    from webui import errors, status
+
+    errors.init_app(app)
+    app.register_blueprint(status.blueprint)
+    return app
+
+
+def runtime_of(app: Flask) -> Runtime:
+    runtime: Runtime = app.extensions["curation"]
+    return runtime

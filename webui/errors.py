@@ -1,0 +1,17 @@
+"""Domain exceptions become HTTP statuses here, in one place."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+
+from curation.exceptions import Conflict, CurationError, NotFound, RejectedInput
+
+_STATUS = {RejectedInput: 400, NotFound: 404, Conflict: 409}
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(CurationError)
+    def _domain_error(error: CurationError) -> tuple[Response, int]:
+        status = next((code for kind, code in _STATUS.items() if isinstance(error, kind)), 500)
+        code = type(error).__name__
+        return jsonify({"error": {"code": code, "message": str(error)}}), status

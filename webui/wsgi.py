@@ -1,0 +1,5 @@
+"""Entry point for gunicorn: ``gunicorn webui.wsgi:app``."""
+
+from webui import create_app
+
+app = create_app()

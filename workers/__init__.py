@@ -1,0 +1,1 @@
+"""Celery: the app, thin tasks, the beat schedule."""
