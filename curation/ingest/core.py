@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from curation.geometry import to_corners
+from curation.geometry import Box, to_corners
 from curation.hashing import to_unsigned64
 from curation.ingest.prepare import PreparedImage
 from curation.ingest.records import (
@@ -25,7 +25,7 @@ from curation.labels import append_label, current_label, same_box
 from curation.models import ClassStatus, Image, ImageSource, NearDuplicateGroup, SourceKind
 from curation.neardup import NearDuplicateIndex
 from curation.store.base import ImageStore, storage_key
-from curation.taxonomy import find_class, find_or_create_class
+from curation.taxonomy import clean_class_name, find_class, find_or_create_class
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,10 @@ def record_prepared(
     label: LabelSpec | None,
     written_keys: list[str],
 ) -> ItemResult:
+    # Everything that can refuse the input is checked before a file is written.
+    label_box = _label_box(prepared, label) if label is not None else None
+    if label is not None:
+        clean_class_name(label.class_name)
     image = session.scalars(select(Image).where(Image.sha256 == prepared.sha256)).first()
     near_duplicate = False
     if image is None:
@@ -65,7 +69,7 @@ def record_prepared(
 
     label_outcome, created_class = None, None
     if label is not None:
-        label_outcome, created_class = _apply_label(session, context, image, prepared, label)
+        label_outcome, created_class = _apply_label(session, context, image, label_box, label)
     session.flush()
     return ItemResult(
         outcome=outcome,
@@ -143,26 +147,30 @@ def _source_row(session: Session, image_id: int, identity: str, spec: SourceSpec
     )
 
 
+def _label_box(prepared: PreparedImage, spec: LabelSpec) -> Box | None:
+    """The label's box in pixels of the stored (oriented) copy; raises ``RejectedInput``."""
+    if spec.box is None:
+        return None
+    corners = to_corners(
+        spec.box,
+        box_format=spec.box_format,
+        units=spec.box_units,
+        width=prepared.original_width,
+        height=prepared.original_height,
+    )
+    return prepared.box_on_stored(corners)
+
+
 def _apply_label(
     session: Session,
     context: IngestContext,
     image: Image,
-    prepared: PreparedImage,
+    box: Box | None,
     spec: LabelSpec,
 ) -> tuple[LabelOutcome, str | None]:
     landmark, created = find_or_create_class(
         session, spec.class_name, status=context.new_class_status
     )
-    box = None
-    if spec.box is not None:
-        corners = to_corners(
-            spec.box,
-            box_format=spec.box_format,
-            units=spec.box_units,
-            width=prepared.original_width,
-            height=prepared.original_height,
-        )
-        box = prepared.box_on_stored(corners)
     current = current_label(session, image.id)
     created_slug = landmark.slug if created else None
     if current is None:

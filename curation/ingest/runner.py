@@ -18,17 +18,18 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from curation.exceptions import RejectedInput
 from curation.ingest.core import IngestContext, record_prepared
 from curation.ingest.prepare import PreparedImage, prepare_image
-from curation.ingest.records import IngestItem, IngestSummary, ItemResult
-from curation.models import AuditEntry, ClassStatus
+from curation.ingest.records import IngestItem, IngestSummary, ItemResult, Outcome
+from curation.models import AuditEntry, ClassStatus, Image
 from curation.neardup import NearDuplicateIndex
 from curation.settings import Settings
-from curation.store.base import ImageStore
+from curation.store.base import ImageStore, storage_key
 
 Prepared = PreparedImage | RejectedInput
 
@@ -162,6 +163,7 @@ class IngestRunner:
 
     def _record_chunk(self, chunk: list[tuple[IngestItem, Prepared]], summary: IngestSummary) -> None:
         written: list[str] = []
+        committed_new: list[PreparedImage] = []
         try:
             with self.factory() as session, session.begin():
                 self.index.refresh(session)
@@ -181,11 +183,18 @@ class IngestRunner:
                         summary.reject(item.name, result.reason)
                     else:
                         summary.record(item, result)
+                        if result.outcome is Outcome.NEW:
+                            committed_new.append(prepared)
         except BaseException:
-            for key in written:
-                self.store.delete(key)
+            self._discard(written)
             self.index = NearDuplicateIndex()  # rebuilt from committed rows on next refresh
             raise
+        # A writer that lost a race and cleaned up may have removed a file our
+        # rows now name; the rows are committed, so put it back.
+        for prepared in committed_new:
+            key = storage_key(prepared.sha256, prepared.stored_extension)
+            if not self.store.exists(key):
+                self.store.put(key, prepared.stored_bytes)
 
     def _record_one(
         self,
@@ -207,8 +216,8 @@ class IngestRunner:
                 return rejected
             except IntegrityError:
                 # Another process stored the same content between our read and
-                # our insert: the second attempt finds its row.
-                self._discard(item_written)
+                # our insert: the second attempt finds its row. The file is
+                # not deleted: that process's row names the same key.
                 if attempt == 1:
                     return RejectedInput("conflicting concurrent write; ingest it again")
                 continue
@@ -216,11 +225,23 @@ class IngestRunner:
                 self._discard(item_written)
                 raise
             written.extend(item_written)
-            if result.outcome.value == "new":
+            if result.outcome is Outcome.NEW:
                 context.index.add(prepared.phash_signed % (1 << 64), result.image_id)
             return result
         raise AssertionError("unreachable")
 
     def _discard(self, keys: list[str]) -> None:
+        """Delete files written for rows that did not commit, unless a row names them.
+
+        Another writer may have committed the same content meanwhile; a file
+        that is still orphaned after a lost race is left to ``store gc``.
+        """
+        if not keys:
+            return
+        with self.factory() as session:
+            referenced = set(
+                session.scalars(select(Image.storage_key).where(Image.storage_key.in_(keys))).all()
+            )
         for key in keys:
-            self.store.delete(key)
+            if key not in referenced:
+                self.store.delete(key)
