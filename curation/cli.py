@@ -161,7 +161,9 @@ def ingest_crawl(folder: Path, crawler: str, manifest: Path | None, as_json: boo
     runtime = build_runtime()
     summary = IngestSummary()
     items = crawl_items(folder, crawler=crawler, manifest=manifest, summary=summary)
-    _run_ingest(runtime, items, summary, action="ingest.crawl", as_json=as_json, total=_count_files(folder))
+    _run_ingest(
+        runtime, items, summary, action="ingest.crawl", as_json=as_json, total=_count_files(folder)
+    )
 
 
 @ingest.command("labelled")
@@ -175,14 +177,23 @@ def ingest_labelled(folder: Path, dataset: str | None, as_json: bool) -> None:
     summary = IngestSummary()
     name = dataset or folder.resolve().name
     items = labelled_tree_items(folder, dataset_name=name, summary=summary)
-    _run_ingest(runtime, items, summary, action="ingest.labelled", as_json=as_json, total=_count_files(folder))
+    _run_ingest(
+        runtime,
+        items,
+        summary,
+        action="ingest.labelled",
+        as_json=as_json,
+        total=_count_files(folder),
+    )
 
 
 @ingest.command("json")
 @_folder
 @click.option("--dataset", help="Dataset name (default: the folder's name).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="aihub", show_default=True)
-@click.option("--mapping", type=click.Path(path_type=Path, dir_okay=False), help="Mapping JSON file.")
+@click.option(
+    "--mapping", type=click.Path(path_type=Path, dir_okay=False), help="Mapping JSON file."
+)
 @_json_option
 @domain_errors
 def ingest_json(
@@ -207,7 +218,12 @@ def ingest_json(
 @_json_option
 @domain_errors
 def ingest_report_command(
-    image: Path, claimed: str, predicted: str | None, reporter: str | None, note: str | None, as_json: bool
+    image: Path,
+    claimed: str,
+    predicted: str | None,
+    reporter: str | None,
+    note: str | None,
+    as_json: bool,
 ) -> None:
     """One user report (the HTTP route arrives with the app API)."""
     runtime = build_runtime()
@@ -231,8 +247,16 @@ def ingest_report_command(
             max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_image_pixels,
         )
-    payload = {"image_id": result.image_id, "source_id": result.source_id, "outcome": result.outcome.value}
-    _emit(as_json, payload, lambda: click.echo(f"report stored: image {result.image_id} ({result.outcome.value})"))
+    payload = {
+        "image_id": result.image_id,
+        "source_id": result.source_id,
+        "outcome": result.outcome.value,
+    }
+    _emit(
+        as_json,
+        payload,
+        lambda: click.echo(f"report stored: image {result.image_id} ({result.outcome.value})"),
+    )
 
 
 # --- store --------------------------------------------------------------------
@@ -252,9 +276,15 @@ def store_gc(grace_seconds: float, dry_run: bool, as_json: bool) -> None:
     """Remove stored files that no image row references."""
     runtime = build_runtime()
     with runtime.factory() as session:
-        orphans = collect_orphans(session, runtime.store, grace_seconds=grace_seconds, dry_run=dry_run)
+        orphans = collect_orphans(
+            session, runtime.store, grace_seconds=grace_seconds, dry_run=dry_run
+        )
     verb = "would remove" if dry_run else "removed"
-    _emit(as_json, {"orphans": orphans, "dry_run": dry_run}, lambda: click.echo(f"{verb} {len(orphans)} orphan files"))
+    _emit(
+        as_json,
+        {"orphans": orphans, "dry_run": dry_run},
+        lambda: click.echo(f"{verb} {len(orphans)} orphan files"),
+    )
 
 
 # --- processes ----------------------------------------------------------------
@@ -268,8 +298,18 @@ def web(host: str, port: int, workers: int) -> None:
     """Serve the web app with gunicorn."""
     os.execvp(  # noqa: S606  (replaces this process with gunicorn on purpose)
         sys.executable,
-        [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-         "--access-logfile", "-", "webui.wsgi:app"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            str(workers),
+            "--access-logfile",
+            "-",
+            "webui.wsgi:app",
+        ],
     )
 
 
@@ -281,7 +321,16 @@ def worker(celery_args: tuple[str, ...]) -> None:
     # package never imports Celery.
     os.execvp(  # noqa: S606
         sys.executable,
-        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--loglevel=INFO", *celery_args],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            "--loglevel=INFO",
+            *celery_args,
+        ],
     )
 
 

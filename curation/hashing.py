@@ -19,7 +19,7 @@ _LOW_FREQUENCIES = 8
 def _dct_matrix(n: int) -> NDArray[np.float64]:
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
-    matrix = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    matrix: NDArray[np.float64] = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
     matrix[0, :] /= np.sqrt(2.0)
     return matrix
 

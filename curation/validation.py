@@ -21,7 +21,14 @@ from curation.exceptions import RejectedInput
 ALLOWED_FORMATS = ("jpeg", "png", "webp", "gif", "avif")
 
 # Pillow's format names, mapped to ours.
-_PIL_FORMATS = {"JPEG": "jpeg", "MPO": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "AVIF": "avif"}
+_PIL_FORMATS = {
+    "JPEG": "jpeg",
+    "MPO": "jpeg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "AVIF": "avif",
+}
 # The decoders Image.open may try. MPO (the multi-picture JPEG many phones
 # write) has no opener of its own: the JPEG opener returns it.
 _OPENERS = ["JPEG", "PNG", "WEBP", "GIF", "AVIF"]
@@ -59,7 +66,9 @@ def sniff_format(data: bytes) -> str:
         if brands & _AVIF_BRANDS:
             return "avif"
         if brands & _HEIF_BRANDS:
-            raise RejectedInput("unsupported format: heif/heic (allowed: jpeg, png, webp, gif, avif)")
+            raise RejectedInput(
+                "unsupported format: heif/heic (allowed: jpeg, png, webp, gif, avif)"
+            )
     for magic, offset, name in _KNOWN_UNSUPPORTED:
         if data[offset : offset + len(magic)] == magic:
             raise RejectedInput(

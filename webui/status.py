@@ -8,7 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from curation.models import Image, ImageSource, LandmarkClass, Label, NearDuplicateGroup
+from curation.models import Image, ImageSource, Label, LandmarkClass, NearDuplicateGroup
 from webui import runtime_of
 
 blueprint = Blueprint("status", __name__)
@@ -17,18 +17,21 @@ blueprint = Blueprint("status", __name__)
 def _counts() -> dict[str, Any]:
     runtime = runtime_of(current_app)
     with runtime.factory() as session:
+
         def count(model: Any) -> int:
             return session.scalar(select(func.count()).select_from(model)) or 0
 
         by_kind = dict(
-            session.execute(
-                select(ImageSource.kind, func.count()).group_by(ImageSource.kind)
-            ).tuples().all()
+            session.execute(select(ImageSource.kind, func.count()).group_by(ImageSource.kind))
+            .tuples()
+            .all()
         )
         by_status = dict(
             session.execute(
                 select(LandmarkClass.status, func.count()).group_by(LandmarkClass.status)
-            ).tuples().all()
+            )
+            .tuples()
+            .all()
         )
         return {
             "images": count(Image),

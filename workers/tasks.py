@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_orphans
 from workers.app import celery_app
 from workers.runtime import worker_runtime
-
-from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_orphans
 
 
 @celery_app.task(name="curation.store.collect_orphans", acks_late=True, time_limit=3600)

@@ -85,9 +85,11 @@ def _insert_image(
 ) -> tuple[Image, bool]:
     phash = to_unsigned64(prepared.phash_signed)
     matches = context.index.matching_image_ids(phash, max_distance=context.max_distance)
-    groups = sorted(
-        set(session.scalars(select(Image.group_id).where(Image.id.in_(matches))).all())
-    ) if matches else []
+    groups = (
+        sorted(set(session.scalars(select(Image.group_id).where(Image.id.in_(matches))).all()))
+        if matches
+        else []
+    )
     if groups:
         group_id = groups[0]
         if len(groups) > 1:

@@ -79,7 +79,9 @@ def crawl_items(
             original_path=name,
             original_filename=path.name,
         )
-        yield IngestItem(name=name, source=source, path=path, rejected_reason=_symlink_rejection(path))
+        yield IngestItem(
+            name=name, source=source, path=path, rejected_reason=_symlink_rejection(path)
+        )
     for missing in sorted(set(urls) - seen):
         summary.manifest_problems.append(
             {"path": missing, "reason": "listed in the manifest but not found in the folder"}
@@ -98,10 +100,14 @@ def read_manifest(manifest: Path, root: Path, summary: IngestSummary) -> dict[st
         url_field = fields.get("url") or fields.get("source_url")
         if path_field is None or url_field is None:
             raise RejectedInput(
-                "manifest needs a 'path' (or 'filename') column and a 'url' (or 'source_url') column"
+                "manifest needs a 'path' (or 'filename') column"
+                " and a 'url' (or 'source_url') column"
             )
         for line, row in enumerate(reader, start=2):
-            raw_path, raw_url = (row.get(path_field) or "").strip(), (row.get(url_field) or "").strip()
+            raw_path, raw_url = (
+                (row.get(path_field) or "").strip(),
+                (row.get(url_field) or "").strip(),
+            )
             try:
                 path = validate_relative_path(raw_path)
                 url = validate_source_url(raw_url)

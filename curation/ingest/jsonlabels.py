@@ -48,7 +48,13 @@ class JsonMapping:
             raise RejectedInput(f"mapping: {name!r} must be a string or a list of strings")
 
         unknown = set(raw) - {
-            "class_key", "box_key", "box_format", "box_units", "box_fields", "box_required", "notes",
+            "class_key",
+            "box_key",
+            "box_format",
+            "box_units",
+            "box_fields",
+            "box_required",
+            "notes",
         }
         if unknown:
             raise RejectedInput(f"mapping: unknown keys {sorted(unknown)}")
@@ -140,7 +146,9 @@ def _first(document: Any, keys: Sequence[str]) -> tuple[str, Any] | None:
     return None
 
 
-def parse_annotation(raw: bytes, mapping: JsonMapping) -> tuple[str, tuple[float, float, float, float] | None]:
+def parse_annotation(
+    raw: bytes, mapping: JsonMapping
+) -> tuple[str, tuple[float, float, float, float] | None]:
     """Return the class name and the box (in the mapping's own convention, not yet in pixels)."""
     if len(raw) > MAX_JSON_BYTES:
         raise RejectedInput(f"JSON annotation larger than {MAX_JSON_BYTES} bytes")
@@ -149,7 +157,9 @@ def parse_annotation(raw: bytes, mapping: JsonMapping) -> tuple[str, tuple[float
     except UnicodeDecodeError:
         raise RejectedInput("malformed JSON annotation: not UTF-8 text") from None
     except json.JSONDecodeError as error:
-        raise RejectedInput(f"malformed JSON annotation: {error.msg} at line {error.lineno}") from None
+        raise RejectedInput(
+            f"malformed JSON annotation: {error.msg} at line {error.lineno}"
+        ) from None
     found = _first(document, mapping.class_keys)
     if found is None or not isinstance(found[1], str) or not found[1].strip():
         raise RejectedInput(
@@ -238,7 +248,8 @@ def _has_image_beside(annotation: Path) -> bool:
     if stem.suffix and stem.exists():  # photo.jpg.json
         return True
     return any(
-        p.suffix.lower() != ".json" for p in annotation.parent.glob(glob_escape(annotation.stem) + ".*")
+        p.suffix.lower() != ".json"
+        for p in annotation.parent.glob(glob_escape(annotation.stem) + ".*")
     )
 
 

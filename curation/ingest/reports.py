@@ -88,7 +88,11 @@ def ingest_report(
                     action="report.received",
                     entity_type="image_source",
                     entity_id=source_id,
-                    details={"claimed": claimed, "predicted": predicted, "outcome": result.outcome.value},
+                    details={
+                        "claimed": claimed,
+                        "predicted": predicted,
+                        "outcome": result.outcome.value,
+                    },
                 )
             )
     except BaseException:

@@ -74,7 +74,9 @@ def prepare_item(path: Path | None, data: bytes | None, limits: Limits) -> Prepa
 class _InlineExecutor(Executor):
     """Runs work in the calling process (small batches, or when pools are off)."""
 
-    def submit(self, fn: Callable[..., Prepared], /, *args: object, **kwargs: object) -> Future[Prepared]:  # type: ignore[override]
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., Prepared], /, *args: object, **kwargs: object
+    ) -> Future[Prepared]:
         future: Future[Prepared] = Future()
         future.set_result(fn(*args, **kwargs))
         return future
@@ -102,7 +104,7 @@ class IngestRunner:
         *,
         actor: str,
         action: str,
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Callable[[int], object] | None = None,
         summary: IngestSummary | None = None,
         parallel: bool = True,
     ) -> IngestSummary:
@@ -110,7 +112,9 @@ class IngestRunner:
         summary = summary or IngestSummary()
         workers = self.settings.ingest_workers or os.cpu_count() or 1
         executor: Executor = (
-            ProcessPoolExecutor(max_workers=workers) if parallel and workers > 1 else _InlineExecutor()
+            ProcessPoolExecutor(max_workers=workers)
+            if parallel and workers > 1
+            else _InlineExecutor()
         )
         with executor:
             chunk: list[tuple[IngestItem, Prepared]] = []
@@ -161,7 +165,9 @@ class IngestRunner:
             return item, RejectedInput(item.rejected_reason or "rejected")
         return item, future.result()
 
-    def _record_chunk(self, chunk: list[tuple[IngestItem, Prepared]], summary: IngestSummary) -> None:
+    def _record_chunk(
+        self, chunk: list[tuple[IngestItem, Prepared]], summary: IngestSummary
+    ) -> None:
         written: list[str] = []
         committed_new: list[PreparedImage] = []
         try:

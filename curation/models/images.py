@@ -48,4 +48,3 @@ class Image(Base):
     sources: Mapped[list[ImageSource]] = relationship(
         back_populates="image", order_by="ImageSource.id"
     )
-

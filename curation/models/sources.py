@@ -36,9 +36,7 @@ class ImageSource(Base):
             "kind != 'report' OR claimed_class_name IS NOT NULL", name="report_has_claim"
         ),
         CheckConstraint("kind != 'crawl' OR crawler IS NOT NULL", name="crawl_has_crawler"),
-        CheckConstraint(
-            "kind != 'import' OR dataset_name IS NOT NULL", name="import_has_dataset"
-        ),
+        CheckConstraint("kind != 'import' OR dataset_name IS NOT NULL", name="import_has_dataset"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -23,9 +23,7 @@ class LandmarkClass(Base):
     __table_args__ = (
         CheckConstraint(in_list("status", [s.value for s in ClassStatus]), name="status"),
         CheckConstraint("latitude IS NULL OR (latitude BETWEEN -90 AND 90)", name="latitude"),
-        CheckConstraint(
-            "longitude IS NULL OR (longitude BETWEEN -180 AND 180)", name="longitude"
-        ),
+        CheckConstraint("longitude IS NULL OR (longitude BETWEEN -180 AND 180)", name="longitude"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

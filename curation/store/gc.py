@@ -13,11 +13,17 @@ DEFAULT_GRACE_SECONDS = 3600.0
 
 
 def collect_orphans(
-    session: Session, store: ImageStore, *, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: bool = False
+    session: Session,
+    store: ImageStore,
+    *,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    dry_run: bool = False,
 ) -> list[str]:
     referenced = set(session.scalars(select(Image.storage_key)).all())
     orphans = [
-        key for key in store.keys() if key not in referenced and store.age_seconds(key) >= grace_seconds
+        key
+        for key in store.keys()  # noqa: SIM118  (a store, not a dict)
+        if key not in referenced and store.age_seconds(key) >= grace_seconds
     ]
     if not dry_run:
         for key in orphans:

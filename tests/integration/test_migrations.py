@@ -9,8 +9,14 @@ from curation import migrate
 from curation.db import make_engine
 
 EXPECTED_TABLES = {
-    "images", "image_sources", "near_duplicate_groups", "landmark_classes", "class_aliases",
-    "labels", "users", "audit_log",
+    "images",
+    "image_sources",
+    "near_duplicate_groups",
+    "landmark_classes",
+    "class_aliases",
+    "labels",
+    "users",
+    "audit_log",
 }
 
 

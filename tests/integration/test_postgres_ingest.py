@@ -33,16 +33,25 @@ def _count(runtime: Runtime, model: object) -> int:
 
 def test_labelled_ingest_on_postgres(pg_runtime: Runtime, tmp_path: Path) -> None:
     root = tmp_path / "set"
-    _write(root, {
-        "train/Gyeongbokgung/a.jpg": jpeg(1),
-        "train/Gyeongbokgung/a-copy.jpg": jpeg(1),
-        "test/Gyeongbokgung/b.jpg": near_copy(1),
-        "train/경복궁 별관/c.jpg": jpeg(2),
-        "train/Namsan/bad.jpg": b"not an image",
-    })
+    _write(
+        root,
+        {
+            "train/Gyeongbokgung/a.jpg": jpeg(1),
+            "train/Gyeongbokgung/a-copy.jpg": jpeg(1),
+            "test/Gyeongbokgung/b.jpg": near_copy(1),
+            "train/경복궁 별관/c.jpg": jpeg(2),
+            "train/Namsan/bad.jpg": b"not an image",
+        },
+    )
     summary = IngestSummary()
     runner = IngestRunner(pg_runtime.factory, pg_runtime.store, pg_runtime.settings)
-    runner.run(labelled_tree_items(root, dataset_name="set", summary=summary), actor="test", action="t", summary=summary, parallel=False)
+    runner.run(
+        labelled_tree_items(root, dataset_name="set", summary=summary),
+        actor="test",
+        action="t",
+        summary=summary,
+        parallel=False,
+    )
     assert (summary.files, summary.ingested, summary.exact_duplicates) == (5, 3, 1)
     assert summary.near_duplicates == 1
     assert [r["path"] for r in summary.rejected] == ["train/Namsan/bad.jpg"]
@@ -52,7 +61,13 @@ def test_labelled_ingest_on_postgres(pg_runtime: Runtime, tmp_path: Path) -> Non
     assert _count(pg_runtime, Label) == 3
 
     again = IngestSummary()
-    runner.run(labelled_tree_items(root, dataset_name="set", summary=again), actor="test", action="t", summary=again, parallel=False)
+    runner.run(
+        labelled_tree_items(root, dataset_name="set", summary=again),
+        actor="test",
+        action="t",
+        summary=again,
+        parallel=False,
+    )
     assert again.already_present == 4 and again.ingested == 0
     assert _count(pg_runtime, ImageSource) == 4 and _count(pg_runtime, Label) == 3
 

@@ -43,7 +43,12 @@ def test_worker_on_redis_and_postgres_runs_tasks(tmp_path: Path, pg_url: str) ->
     _redis_or_skip()
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
-    env = worker_env(data_dir=tmp_path / "var", database_url=pg_url, broker_url=REDIS_URL, result_backend=REDIS_URL)
+    env = worker_env(
+        data_dir=tmp_path / "var",
+        database_url=pg_url,
+        broker_url=REDIS_URL,
+        result_backend=REDIS_URL,
+    )
     orphan = _plant_orphan(tmp_path / "var" / "images")
     app = client_app(broker_url=REDIS_URL, result_backend=REDIS_URL)
     with running_worker(env, tmp_path / "worker.log"):
@@ -54,10 +59,14 @@ def test_worker_on_redis_and_postgres_runs_tasks(tmp_path: Path, pg_url: str) ->
     client.flushdb()
 
 
-def test_worker_on_embedded_filesystem_broker(tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_on_embedded_filesystem_broker(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data_dir = tmp_path / "var"
     result_backend = f"db+sqlite:///{tmp_path / 'results.db'}"
-    env = worker_env(data_dir=data_dir, database_url=sqlite_url, broker_url=None, result_backend=result_backend)
+    env = worker_env(
+        data_dir=data_dir, database_url=sqlite_url, broker_url=None, result_backend=result_backend
+    )
     # The client reads the same default broker folders the worker will use.
     monkeypatch.setenv("CURATION_DATA_DIR", str(data_dir))
     monkeypatch.delenv("CURATION_BROKER_URL", raising=False)

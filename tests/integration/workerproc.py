@@ -15,7 +15,9 @@ from celery import Celery
 READY_TIMEOUT = 60.0
 
 
-def worker_env(*, data_dir: Path, database_url: str, broker_url: str | None, result_backend: str) -> dict[str, str]:
+def worker_env(
+    *, data_dir: Path, database_url: str, broker_url: str | None, result_backend: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURATION_")}
     env.update(
         CURATION_ENV="test",
@@ -30,11 +32,28 @@ def worker_env(*, data_dir: Path, database_url: str, broker_url: str | None, res
 
 
 @contextmanager
-def running_worker(env: dict[str, str], log_path: Path, *, queues: str = "default") -> Iterator[subprocess.Popen[bytes]]:
+def running_worker(
+    env: dict[str, str], log_path: Path, *, queues: str = "default"
+) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--loglevel=INFO",
-             "-Q", queues, "--concurrency", "1", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "worker",
+                "--loglevel=INFO",
+                "-Q",
+                queues,
+                "--concurrency",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test-{os.getpid()}@%h",
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -43,7 +62,9 @@ def running_worker(env: dict[str, str], log_path: Path, *, queues: str = "defaul
             deadline = time.monotonic() + READY_TIMEOUT
             while b" ready." not in log_path.read_bytes():
                 if process.poll() is not None:
-                    raise RuntimeError(f"worker exited early:\n{log_path.read_text(errors='replace')}")
+                    raise RuntimeError(
+                        f"worker exited early:\n{log_path.read_text(errors='replace')}"
+                    )
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"worker not ready:\n{log_path.read_text(errors='replace')}")
                 time.sleep(0.2)
@@ -57,7 +78,9 @@ def running_worker(env: dict[str, str], log_path: Path, *, queues: str = "defaul
                 process.wait()
 
 
-def client_app(*, broker_url: str, result_backend: str, transport_options: dict[str, object] | None = None) -> Celery:
+def client_app(
+    *, broker_url: str, result_backend: str, transport_options: dict[str, object] | None = None
+) -> Celery:
     app = Celery("test-client", broker=broker_url, backend=result_backend)
     app.conf.broker_transport_options = transport_options or {}
     app.conf.task_default_queue = "default"
