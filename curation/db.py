@@ -40,10 +40,23 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_before_savepoint(connection: Any, _name: str | None) -> None:
+    """Open the transaction before a SAVEPOINT that would otherwise open it.
+
+    pysqlite sends BEGIN only before a write. A SAVEPOINT sent first opens the
+    transaction itself, and its RELEASE then commits: the rows of every item
+    recorded so far would survive the rollback of their chunk.
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    if not dbapi_connection.in_transaction:
+        dbapi_connection.execute("BEGIN")
+
+
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
     if database_url.startswith("sqlite"):
         engine = create_engine(database_url, **kwargs)
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "savepoint", _begin_before_savepoint)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(database_url, **kwargs)

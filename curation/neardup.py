@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session
 
 from curation.models import Image
 
+# How far below the largest id seen a refresh looks again for late commits.
+REFRESH_LOOKBACK_IDS = 5000
+
 
 class NearDuplicateIndex:
     def __init__(self, capacity: int = 1024) -> None:
@@ -39,14 +42,25 @@ class NearDuplicateIndex:
         return index
 
     def refresh(self, session: Session) -> None:
-        """Add the images committed since the last refresh."""
+        """Add the images committed since the last refresh.
+
+        Ids are handed out at insert but become visible at commit, so on
+        PostgreSQL a concurrent writer's smaller id can appear after a larger
+        one was seen. Re-reading a window below the largest id seen, and
+        skipping ids already held, catches those late commits.
+        """
+        low = max(0, self.max_image_id - REFRESH_LOOKBACK_IDS)
         rows = session.execute(
-            select(Image.id, Image.phash).where(Image.id > self.max_image_id).order_by(Image.id)
+            select(Image.id, Image.phash).where(Image.id > low).order_by(Image.id)
         ).all()
-        if rows:
-            ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-            signed = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
-            self._append(signed.view(np.uint64), ids)
+        if not rows:
+            return
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        signed = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
+        held = self._ids[: self._size]
+        fresh = ~np.isin(ids, held[held > low])
+        if fresh.any():
+            self._append(signed[fresh].view(np.uint64), ids[fresh])
 
     def add(self, phash_unsigned: int, image_id: int) -> None:
         self._append(

@@ -90,12 +90,15 @@ def _default_secret_key(data_dir: Path) -> str:
 def _filesystem_broker(data_dir: Path) -> tuple[str, dict[str, object]]:
     queue_dir = data_dir / "broker" / "queue"
     processed_dir = data_dir / "broker" / "processed"
-    for folder in (queue_dir, processed_dir):
+    # Exchange tables; kombu's default is ./control in the working directory.
+    control_dir = data_dir / "broker" / "control"
+    for folder in (queue_dir, processed_dir, control_dir):
         folder.mkdir(parents=True, exist_ok=True)
     options: dict[str, object] = {
         "data_folder_in": str(queue_dir),
         "data_folder_out": str(queue_dir),
         "processed_folder": str(processed_dir),
+        "control_folder": str(control_dir),
         "store_processed": False,
     }
     return "filesystem://", options

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from curation.exceptions import RejectedInput
@@ -66,13 +66,14 @@ def find_class(session: Session, name: str) -> LandmarkClass | None:
     key = search_key(name)
     if not key:
         return None
-    slug = slugify(name)
     alias_match = select(ClassAlias.class_id).where(ClassAlias.search_key == key)
+    condition: ColumnElement[bool] = LandmarkClass.id.in_(alias_match)
+    # A slug is lossy (cut at 120 characters, "-2" added on a clash), so it
+    # identifies a class only when the caller names the slug itself.
+    if name.strip() == slugify(name):
+        condition = or_(LandmarkClass.slug == name.strip(), condition)
     return session.scalars(
-        select(LandmarkClass)
-        .where(or_(LandmarkClass.slug == slug, LandmarkClass.id.in_(alias_match)))
-        .order_by(LandmarkClass.id)
-        .limit(1)
+        select(LandmarkClass).where(condition).order_by(LandmarkClass.id).limit(1)
     ).first()
 
 
@@ -98,6 +99,7 @@ def find_or_create_class(
 def _unique_slug(session: Session, base: str) -> str:
     candidate, n = base, 2
     while session.scalar(select(LandmarkClass.id).where(LandmarkClass.slug == candidate)):
-        candidate = f"{base}-{n}"
+        suffix = f"-{n}"
+        candidate = base[: 120 - len(suffix)] + suffix  # the column holds 120 characters
         n += 1
     return candidate

@@ -7,6 +7,7 @@ decompression bomb costs a few microseconds, not gigabytes.
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 import unicodedata
@@ -83,8 +84,11 @@ def sniff_format(data: bytes) -> str:
 
 
 def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:  # zero-filled or binary, not text
+        return False
     try:
-        head.decode("utf-8")
+        # Not final: the 1024-byte cut may split the last multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:
         return False
     return True
@@ -216,7 +220,10 @@ def validate_source_url(url: str) -> str:
         raise RejectedInput("source URL longer than 2048 characters")
     if _CONTROL.search(url) or " " in url:
         raise RejectedInput("source URL contains spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[::1/": a malformed IPv6 host
+        raise RejectedInput(f"source URL is malformed: {url[:80]!r}") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise RejectedInput(f"source URL must be an absolute http(s) URL, got {url[:80]!r}")
     return url

@@ -10,7 +10,10 @@ host="${CURATION_HOST:-127.0.0.1}"
 port="${CURATION_PORT:-8000}"
 .venv/bin/curation db upgrade
 mkdir -p "$CURATION_DATA_DIR/log"
+# -B embeds the beat scheduler (periodic sweeps) in this one development
+# worker; production runs beat as its own service.
 .venv/bin/curation worker -Q default,scoring,training --concurrency 2 \
+  -B --schedule "$CURATION_DATA_DIR/celerybeat-schedule" \
   >"$CURATION_DATA_DIR/log/worker.log" 2>&1 &
 worker_pid=$!
 trap 'kill "$worker_pid" 2>/dev/null || true; wait "$worker_pid" 2>/dev/null || true' EXIT INT TERM

@@ -43,7 +43,11 @@ def test_webui_imports_workers_only_to_enqueue() -> None:
     for path in (ROOT / "webui").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workers"):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("workers")
+            ):
                 assert node.module == "workers.tasks", f"{path}: imports {node.module}"
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from curation.exceptions import RejectedInput
 from curation.geometry import Box, to_corners
 from curation.hashing import to_unsigned64
 from curation.ingest.prepare import PreparedImage
@@ -45,9 +46,10 @@ def record_prepared(
     written_keys: list[str],
 ) -> ItemResult:
     # Everything that can refuse the input is checked before a file is written.
-    label_box = _label_box(prepared, label) if label is not None else None
     if label is not None:
         clean_class_name(label.class_name)
+    label_box = _label_box(prepared, label) if label is not None else None
+    _check_lengths(source)
     image = session.scalars(select(Image).where(Image.sha256 == prepared.sha256)).first()
     near_duplicate = False
     if image is None:
@@ -78,6 +80,18 @@ def record_prepared(
         label=label_outcome,
         created_class=created_class,
     )
+
+
+def _check_lengths(source: SourceSpec) -> None:
+    """Refuse a provenance field longer than its column, naming it, rather than
+    letting the database abort the whole chunk."""
+    columns = ImageSource.__table__.columns
+    for name, value in vars(source).items():
+        if isinstance(value, str) and name in columns:
+            limit = getattr(columns[name].type, "length", None)
+            if limit is not None and len(value) > limit:
+                label = name.replace("_", " ")
+                raise RejectedInput(f"{label} longer than {limit} characters")
 
 
 def _insert_image(

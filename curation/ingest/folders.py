@@ -92,6 +92,15 @@ def read_manifest(manifest: Path, root: Path, summary: IngestSummary) -> dict[st
     """Read a CSV with columns ``path`` (or ``filename``) and ``url`` (or ``source_url``)."""
     if not manifest.is_file():
         raise RejectedInput(f"manifest not found: {manifest}")
+    try:
+        return _read_manifest_rows(manifest, summary)
+    except UnicodeDecodeError:
+        raise RejectedInput(f"manifest {manifest.name} is not UTF-8 text") from None
+    except csv.Error as error:
+        raise RejectedInput(f"manifest {manifest.name}: {error}") from None
+
+
+def _read_manifest_rows(manifest: Path, summary: IngestSummary) -> dict[str, str]:
     urls: dict[str, str] = {}
     with manifest.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -138,7 +147,7 @@ def labelled_tree_items(
         name = relative_name(root, path)
         parts = name.split("/")
         split: str | None = None
-        if split_layout:
+        if split_layout and len(parts) > 1:  # a file beside the split folders has none
             split = SPLIT_NAMES[parts[0].lower()]
             parts = parts[1:]
         source = SourceSpec(

@@ -40,7 +40,7 @@ class JsonMapping:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> JsonMapping:
         def keys(name: str) -> tuple[str, ...]:
-            value = raw.get(name, ())
+            value = raw.get(name, [])
             if isinstance(value, str):
                 return (value,)
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -160,6 +160,8 @@ def parse_annotation(
         raise RejectedInput(
             f"malformed JSON annotation: {error.msg} at line {error.lineno}"
         ) from None
+    except RecursionError:  # "[[[[..." a million deep: refuse the file, not the batch
+        raise RejectedInput("malformed JSON annotation: nested too deeply") from None
     found = _first(document, mapping.class_keys)
     if found is None or not isinstance(found[1], str) or not found[1].strip():
         raise RejectedInput(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, replace
 
+import numpy as np
 from PIL import Image as PILImage
 
 from curation.geometry import Box, clip_box, orient_box
@@ -52,6 +53,10 @@ class PreparedImage:
 def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedImage:
     """Validate ``data`` and build what will be stored; raises ``RejectedInput``."""
     decoded = decode_untrusted(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    if decoded.image.mode in _WIDE_GRAY_MODES:
+        # A 16-bit grayscale PNG: Pillow's conversion to L or RGB clips every
+        # value above 255 to white, so scale it down to 8 bits here.
+        decoded = replace(decoded, image=_to_eight_bit_gray(decoded.image))
     if decoded.image.mode == "P" and "transparency" in decoded.image.info:
         # Palette transparency converts cleanly only through RGBA.
         decoded = replace(decoded, image=decoded.image.convert("RGBA"))
@@ -69,6 +74,15 @@ def prepare_image(data: bytes, *, max_bytes: int, max_pixels: int) -> PreparedIm
         original_width=decoded.original_width,
         original_height=decoded.original_height,
     )
+
+
+_WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def _to_eight_bit_gray(image: PILImage.Image) -> PILImage.Image:
+    values = np.asarray(image).astype(np.float64)
+    scaled = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+    return PILImage.fromarray(scaled, "L")
 
 
 def _has_alpha(image: PILImage.Image) -> bool:

@@ -11,6 +11,7 @@ between writing and committing leaves an orphan that ``curation store gc``
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -43,13 +44,17 @@ class Limits:
 def read_untrusted_file(path: Path, *, max_bytes: int) -> bytes:
     """Read a file without following a symbolic link and without reading past the limit."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: opening a FIFO (named pipe) would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as error:
         if path.is_symlink():
             raise RejectedInput("symbolic links are not followed") from None
         raise RejectedInput(f"cannot read file: {error.strerror or error}") from None
     with os.fdopen(fd, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise RejectedInput("not a regular file")
+        size = status.st_size
         if size > max_bytes:
             raise RejectedInput(f"file too large: {size} bytes (limit {max_bytes})")
         data = handle.read(max_bytes + 1)

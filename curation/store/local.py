@@ -20,7 +20,7 @@ class LocalImageStore:
     def path_for(self, key: str) -> Path:
         # Keys are produced by storage_key(); checking the shape here means a
         # key from anywhere else can never address a file outside the store.
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise ValueError(f"invalid storage key: {key!r}")
         return self.root / key
 
@@ -58,7 +58,7 @@ class LocalImageStore:
     def keys(self) -> Iterator[str]:
         for path in sorted(self.root.glob("??/??/*")):
             key = path.relative_to(self.root).as_posix()
-            if _KEY.match(key):
+            if _KEY.fullmatch(key):
                 yield key
 
     def age_seconds(self, key: str) -> float:

@@ -61,7 +61,10 @@ def test_sniff_format_reads_magic_bytes(data: bytes, expected: str) -> None:
         (bmp(), "unsupported format: bmp (allowed: jpeg, png, webp, gif, avif)"),
         (tiff(), "unsupported format: tiff (allowed: jpeg, png, webp, gif, avif)"),
         (b"%PDF-1.7\n...", "unsupported format: pdf (allowed: jpeg, png, webp, gif, avif)"),
-        (b"PK\x03\x04" + b"\x00" * 40, "unsupported format: zip (allowed: jpeg, png, webp, gif, avif)"),
+        (
+            b"PK\x03\x04" + b"\x00" * 40,
+            "unsupported format: zip (allowed: jpeg, png, webp, gif, avif)",
+        ),
         (
             b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
             "unsupported format: heif/heic (allowed: jpeg, png, webp, gif, avif)",
@@ -71,6 +74,9 @@ def test_sniff_format_reads_magic_bytes(data: bytes, expected: str) -> None:
             "unsupported format: svg (allowed: jpeg, png, webp, gif, avif)",
         ),
         (b"just some text that someone named photo.jpg\n", "not an image: the file holds text"),
+        # 400 Hangul syllables: the 1024-byte sniff window cuts one in half.
+        (("가" * 400).encode("utf-8"), "not an image: the file holds text"),
+        (b"\x00" * 2048, "not an image: unrecognised content"),
         (bytes(range(128, 256)) * 4, "not an image: unrecognised content"),
     ],
 )
@@ -116,7 +122,9 @@ def test_pixel_limit_is_the_setting_not_a_constant() -> None:
     assert rejection(png(1), max_pixels=320 * 240 - 1) == (
         f"too many pixels: 320x240 (limit {320 * 240 - 1} pixels)"
     )
-    assert decode_untrusted(png(1), max_bytes=LIMITS["max_bytes"], max_pixels=320 * 240).width == 320
+    assert (
+        decode_untrusted(png(1), max_bytes=LIMITS["max_bytes"], max_pixels=320 * 240).width == 320
+    )
 
 
 @pytest.mark.parametrize(("width", "height"), [(65535, 65535), (10_000, 10_000)])
@@ -146,7 +154,10 @@ def test_file_over_the_byte_limit_is_rejected_before_sniffing() -> None:
     assert rejection(data, max_bytes=len(data) - 1) == (
         f"file too large: {len(data)} bytes (limit {len(data) - 1})"
     )
-    assert decode_untrusted(data, max_bytes=len(data), max_pixels=LIMITS["max_pixels"]).format == "jpeg"
+    assert (
+        decode_untrusted(data, max_bytes=len(data), max_pixels=LIMITS["max_pixels"]).format
+        == "jpeg"
+    )
 
 
 def test_jpeg_magic_followed_by_garbage_is_rejected() -> None:
@@ -302,5 +313,14 @@ def test_validate_source_url_rejects_spaces_control_and_length() -> None:
 
 
 def test_validate_source_url_accepts_http_and_https() -> None:
-    assert validate_source_url("  https://example.com/a.jpg?x=1  ") == "https://example.com/a.jpg?x=1"
+    assert (
+        validate_source_url("  https://example.com/a.jpg?x=1  ") == "https://example.com/a.jpg?x=1"
+    )
     assert validate_source_url("http://example.com/") == "http://example.com/"
+
+
+@pytest.mark.parametrize("url", ["http://[::1/a.jpg", "https://[not-an-address]/a.jpg"])
+def test_validate_source_url_rejects_malformed_hosts(url: str) -> None:
+    with pytest.raises(RejectedInput) as caught:
+        validate_source_url(url)
+    assert caught.value.reason.startswith("source URL is malformed: ")

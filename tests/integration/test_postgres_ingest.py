@@ -104,3 +104,45 @@ def test_two_writers_racing_store_each_image_once(pg_runtime: Runtime, tmp_path:
     assert _count(pg_runtime, Image) == 24
     assert _count(pg_runtime, ImageSource) == 48
     assert len(list(pg_runtime.store.keys())) == 24
+
+
+def test_index_refresh_sees_a_smaller_id_committed_late(pg_runtime: Runtime) -> None:
+    """A writer that took id N but committed after id N+1 was seen is still indexed."""
+    from curation.models import NearDuplicateGroup
+    from curation.neardup import NearDuplicateIndex
+
+    def image(sha: str, phash: int, group: int) -> Image:
+        return Image(
+            sha256=sha,
+            phash=phash,
+            width=1,
+            height=1,
+            format="jpeg",
+            byte_size=1,
+            storage_key=f"{sha[:2]}/{sha[2:4]}/{sha}.jpg",
+            stored_format="jpeg",
+            group_id=group,
+        )
+
+    with pg_runtime.factory() as slow:
+        slow.begin()
+        group = NearDuplicateGroup()
+        slow.add(group)
+        slow.flush()
+        late = image("a" * 64, 1, group.id)
+        slow.add(late)
+        slow.flush()  # takes the smaller id, not yet committed
+        with pg_runtime.factory() as fast, fast.begin():
+            other = NearDuplicateGroup()
+            fast.add(other)
+            fast.flush()
+            fast.add(image("b" * 64, 2, other.id))
+        index = NearDuplicateIndex()
+        with pg_runtime.factory() as reader:
+            index.refresh(reader)
+        assert len(index) == 1
+        slow.commit()
+    with pg_runtime.factory() as reader:
+        index.refresh(reader)
+    assert len(index) == 2
+    assert index.matching_image_ids(1, max_distance=0) == [late.id]
