@@ -1,0 +1,1 @@
+"""Learning: backbones, embeddings, the classifier head, scores and selection."""

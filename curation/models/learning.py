@@ -1,0 +1,158 @@
+"""Embeddings, model versions, per-(image, model) scores, the review queue and its outbox."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from curation.db import Base
+from curation.models._columns import created_at_column, in_list
+
+
+class EmbeddingSpace(Base):
+    """One backbone with one set of weights: embeddings are comparable only within a space."""
+
+    __tablename__ = "embedding_spaces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    backbone: Mapped[str] = mapped_column(String(64), nullable=False)
+    weights_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class ImageEmbedding(Base):
+    """Where an image's vector lies in its space's float16 file.
+
+    ``crop_key`` is "full" or the bounding box it was cropped to, so a new box
+    means a new embedding and the uncropped one is kept.
+    """
+
+    __tablename__ = "image_embeddings"
+    __table_args__ = (UniqueConstraint("space_id", "image_id", "crop_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("embedding_spaces.id"), nullable=False)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True, nullable=False)
+    crop_key: Mapped[str] = mapped_column(String(80), nullable=False)
+    row: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class ModelStatus(enum.StrEnum):
+    CANDIDATE = "candidate"
+    CHAMPION = "champion"
+    RETIRED = "retired"
+
+
+class ModelVersion(Base):
+    """A classifier head over one embedding space, with the classes of its outputs in order."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint(in_list("status", [s.value for s in ModelStatus]), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    space_id: Mapped[int] = mapped_column(ForeignKey("embedding_spaces.id"), nullable=False)
+    class_ids: Mapped[list[int]] = mapped_column(JSON, nullable=False)
+    artifact_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    status: Mapped[str] = mapped_column(String(10), nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class ImageScore(Base):
+    """Scores of one image under one model version; the unique key makes rescoring idempotent."""
+
+    __tablename__ = "image_scores"
+    __table_args__ = (UniqueConstraint("model_version_id", "image_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), nullable=False)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True, nullable=False)
+    top_classes: Mapped[list[int]] = mapped_column(JSON, nullable=False)
+    top_probabilities: Mapped[list[float]] = mapped_column(JSON, nullable=False)
+    entropy: Mapped[float] = mapped_column(Float, nullable=False)
+    margin: Mapped[float] = mapped_column(Float, nullable=False)
+    least_confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    novelty: Mapped[float] = mapped_column(Float, nullable=False)
+    reporter_disagreement: Mapped[float | None] = mapped_column(Float)
+    label_issue: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+class QueueStatus(enum.StrEnum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    HELD = "held"  # out in Label Studio
+    DONE = "done"
+
+
+class QueueItem(Base):
+    """One image that needs a human, with its priority and the reasons, in words."""
+
+    __tablename__ = "queue_items"
+    __table_args__ = (
+        CheckConstraint(in_list("status", [s.value for s in QueueStatus]), name="status"),
+        # The claim statement reads pending items by priority: one index scan.
+        Index("ix_queue_items_status_priority", "status", "priority"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), unique=True, nullable=False)
+    status: Mapped[str] = mapped_column(String(8), nullable=False)
+    priority: Mapped[float] = mapped_column(Float, nullable=False)
+    strategy: Mapped[str] = mapped_column(String(24), nullable=False)
+    reasons: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = created_at_column()
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"  # failed too often: parked, never blocks its batch
+
+
+class ScoringJob(Base):
+    """The outbox: an image waiting to be embedded and scored.
+
+    Written in the transaction that stores the image, so a task lost with a
+    broker restart is found again by the sweeper; attempts and the last error
+    park a poison image as dead instead of retrying it forever.
+    """
+
+    __tablename__ = "scoring_jobs"
+    __table_args__ = (
+        CheckConstraint(in_list("status", [s.value for s in JobStatus]), name="status"),
+        Index("ix_scoring_jobs_status_enqueued_at", "status", "enqueued_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), unique=True, nullable=False)
+    status: Mapped[str] = mapped_column(String(8), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = created_at_column()

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from curation.learning import embedding_store as es
+from curation.models import Image, ImageEmbedding, NearDuplicateGroup
+
+
+def _images(session: Session, n: int) -> list[int]:
+    group = NearDuplicateGroup()
+    session.add(group)
+    session.flush()
+    ids = []
+    for i in range(n):
+        sha = f"{i:064x}"
+        image = Image(
+            sha256=sha,
+            phash=i,
+            width=1,
+            height=1,
+            format="jpeg",
+            byte_size=1,
+            storage_key=f"{sha[:2]}/{sha[2:4]}/{sha}.jpg",
+            stored_format="jpeg",
+            group_id=group.id,
+        )
+        session.add(image)
+        session.flush()
+        ids.append(image.id)
+    return ids
+
+
+def test_record_then_load_returns_vectors_by_image(db_session: Session, tmp_path: Path) -> None:
+    ids = _images(db_session, 3)
+    space = es.get_or_create_space(db_session, key="m:none", backbone="m", weights_id="none", dim=4)
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    es.record(db_session, tmp_path, space, [(i, es.FULL) for i in ids], vectors)
+    loaded_ids, loaded = es.load(db_session, tmp_path, space)
+    assert loaded_ids.tolist() == ids
+    assert loaded.dtype == np.float16
+    np.testing.assert_array_equal(loaded, vectors.astype(np.float16))
+    assert es.space_file(tmp_path, space).path.stat().st_size == 3 * 4 * 2
+
+
+def test_recording_twice_keeps_the_first_mapping(db_session: Session, tmp_path: Path) -> None:
+    ids = _images(db_session, 2)
+    space = es.get_or_create_space(db_session, key="m:none", backbone="m", weights_id="none", dim=2)
+    keys = [(i, es.FULL) for i in ids]
+    es.record(db_session, tmp_path, space, keys, np.ones((2, 2)))
+    es.record(db_session, tmp_path, space, keys, np.full((2, 2), 7.0))  # a redelivered task
+    count = db_session.scalar(select(func.count()).select_from(ImageEmbedding))
+    assert count == 2
+    _, loaded = es.load(db_session, tmp_path, space)
+    np.testing.assert_array_equal(loaded, np.ones((2, 2), dtype=np.float16))
+    assert es.missing(db_session, space, [*keys, (ids[0], "box:0,0,5,5")]) == [
+        (ids[0], "box:0,0,5,5")
+    ]
+
+
+def test_partial_row_from_a_crash_is_padded(tmp_path: Path) -> None:
+    store = es.EmbeddingFile(tmp_path / "1.f16", dim=4)
+    assert store.append(np.ones((1, 4))) == 0
+    with store.path.open("ab") as handle:
+        handle.write(b"\x01\x02\x03")  # a torn write
+    assert store.append(np.full((2, 4), 2.0)) == 2
+    matrix = store.matrix()
+    assert matrix.shape == (4, 4)
+    np.testing.assert_array_equal(matrix[2:], np.full((2, 4), 2.0, dtype=np.float16))
+
+
+def _append_many(path: str, value: float) -> list[int]:
+    store = es.EmbeddingFile(Path(path), dim=8)
+    return [store.append(np.full((3, 8), value)) for _ in range(50)]
+
+
+def test_concurrent_appends_from_processes_never_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "1.f16"
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        starts = pool.starmap(_append_many, [(str(path), 1.0), (str(path), 2.0)])
+    matrix = es.EmbeddingFile(path, dim=8).matrix()
+    assert matrix.shape == (300, 8)
+    for value, firsts in zip((1.0, 2.0), starts, strict=True):
+        for first in firsts:
+            np.testing.assert_array_equal(
+                matrix[first : first + 3], np.full((3, 8), value, np.float16)
+            )
+
+
+def test_crop_key_rounds_boxes() -> None:
+    assert es.crop_key(None) == "full"
+    assert es.crop_key((1.4, 2.6, 10.0, 20.49)) == "box:1,3,10,20"
