@@ -25,6 +25,7 @@ from curation.ingest.jsonlabels import PRESETS, JsonMapping, json_labelled_items
 from curation.ingest.records import IngestItem, IngestSummary
 from curation.ingest.reports import ingest_report
 from curation.ingest.runner import IngestRunner, read_untrusted_file
+from curation.learning.scoring import LearningPaths
 from curation.neardup import NearDuplicateIndex
 from curation.runtime import Runtime, build_runtime
 from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_orphans
@@ -257,6 +258,134 @@ def ingest_report_command(
         payload,
         lambda: click.echo(f"report stored: image {result.image_id} ({result.outcome.value})"),
     )
+
+
+# --- the model in the loop ------------------------------------------------------
+
+
+def _learning_paths(runtime: Runtime) -> LearningPaths:
+    return LearningPaths.under(runtime.settings.data_dir)
+
+
+@main.command("score")
+@click.option("--limit", type=int, default=None, help="At most this many pending images.")
+@_json_option
+@domain_errors
+def score(limit: int | None, as_json: bool) -> None:
+    """Embed and score pending images in this process (no worker needed)."""
+    from datetime import timedelta
+
+    from curation.learning import outbox
+    from curation.learning.backbones import load_backbone
+    from curation.learning.pipeline import BatchOutcome, process_batch
+    from curation.learning.priority import Strategy
+
+    runtime = build_runtime()
+    settings = runtime.settings
+    with runtime.factory() as session, session.begin():
+        due = outbox.claim_due(session, limit=limit or 10**9, stale_after=timedelta(0))
+    backbone = load_backbone(settings.backbone, settings.backbone_weights)
+    total = BatchOutcome()
+    show_bar = sys.stderr.isatty() and not os.environ.get("CURATION_NO_PROGRESS")
+    with tqdm(total=len(due), unit="img", disable=not show_bar, file=sys.stderr) as bar:
+        for start in range(0, len(due), settings.scoring_batch_size):
+            batch = due[start : start + settings.scoring_batch_size]
+            outcome = process_batch(
+                runtime,
+                backbone,
+                batch,
+                strategy=Strategy(settings.queue_strategy),
+                random_share=settings.queue_random_share,
+            )
+            total.embedded += outcome.embedded
+            total.scored += outcome.scored
+            total.failed.update(outcome.failed)
+            total.dead.extend(outcome.dead)
+            bar.update(len(batch))
+    payload = {
+        "images": len(due),
+        "embedded": total.embedded,
+        "scored": total.scored,
+        "failed": [{"image_id": k, "error": v} for k, v in total.failed.items()],
+        "dead": total.dead,
+    }
+    _emit(
+        as_json,
+        payload,
+        lambda: click.echo(
+            f"{len(due)} images: {total.embedded} embeddings, {total.scored} scored,"
+            f" {len(total.failed)} failed, {len(total.dead)} parked as dead"
+        ),
+    )
+
+
+@main.command("train")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_json_option
+@domain_errors
+def train(seed: int, as_json: bool) -> None:
+    """Train a classifier head from the current labels and make it the current model."""
+    from curation.learning.backbones import load_backbone
+    from curation.learning.scoring import load_model, score_images, train_model
+
+    runtime = build_runtime()
+    settings = runtime.settings
+    backbone = load_backbone(settings.backbone, settings.backbone_weights)
+    paths = _learning_paths(runtime)
+    version_id = train_model(runtime.factory, paths, space_key=backbone.space_key, seed=seed)
+    with runtime.factory() as session:
+        model = load_model(session, paths, version_id)
+    # Rescore everything already embedded: cached embeddings only, no decoding.
+    rescored = score_images(runtime.factory, paths, model)
+    with runtime.factory() as session:
+        from curation.models import ModelVersion
+
+        metrics = session.get_one(ModelVersion, version_id).metrics
+    payload = {
+        "model_version": version_id,
+        "classes": len(model.class_ids),
+        "training_images": metrics["training_images"],
+        "cross_validated_accuracy": round(metrics["cross_validated_accuracy"], 4),
+        "label_issues_flagged": metrics["label_issues_flagged"],
+        "rescored": rescored,
+    }
+    _emit(
+        as_json,
+        payload,
+        lambda: click.echo(
+            f"model {version_id}: {payload['classes']} classes,"
+            f" {payload['training_images']} images,"
+            f" cross-validated accuracy {payload['cross_validated_accuracy']:.3f};"
+            f" {rescored} images rescored"
+        ),
+    )
+
+
+@main.group()
+def queue() -> None:
+    """The review queue."""
+
+
+@queue.command("top")
+@click.argument("n", type=click.IntRange(1, 10000), default=20)
+@click.option("--no-diversity", is_flag=True, help="Strict priority order.")
+@_json_option
+@domain_errors
+def queue_top(n: int, no_diversity: bool, as_json: bool) -> None:
+    """The next N items with priority, reasons and sources."""
+    from curation.queue import top_items
+
+    runtime = build_runtime()
+    with runtime.factory() as session:
+        entries = top_items(session, _learning_paths(runtime), n, diverse=not no_diversity)
+
+    def human() -> None:
+        for entry in entries:
+            click.echo(f"image {entry.image_id}  priority {entry.priority:.3f}  [{entry.strategy}]")
+            for reason in entry.reasons:
+                click.echo(f"    - {reason}")
+
+    _emit(as_json, {"items": [e.as_dict() for e in entries]}, human)
 
 
 # --- store --------------------------------------------------------------------

@@ -38,6 +38,28 @@ def _env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (_env(name, default) or default).lower()
+    if value not in allowed:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{name} must be one of {', '.join(allowed)}, got {value!r}"
+        )
+    return value
+
+
+def _env_share(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{ENV_PREFIX}{name} must be a number, got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigurationError(f"{ENV_PREFIX}{name} must lie between 0 and 1, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """One immutable bundle of configuration; build it with :func:`load_settings`."""
@@ -57,6 +79,15 @@ class Settings:
     # photos every pair at 10 or less was the same photo (watermarks,
     # re-crops, colour edits); unrelated landmarks start to pair at 12.
     near_duplicate_max_distance: int = 10
+    # The backbone that embeds images, and its weights: "imagenet" (Keras
+    # downloads them), "none", or a path to a weights file for offline sites.
+    backbone: str = "efficientnetb0"
+    backbone_weights: str = "imagenet"
+    queue_strategy: str = "balanced"
+    queue_random_share: float = 0.05
+    scoring_batch_size: int = 64
+    # A scoring job sent this long ago and still pending is sent again.
+    scoring_stale_seconds: int = 600
     ingest_workers: int = 0  # 0: one per CPU core
     ingest_commit_every: int = 64
     broker_transport_options: dict[str, object] = field(default_factory=dict)
@@ -147,6 +178,19 @@ def load_settings() -> Settings:
         max_image_pixels=_env_int("MAX_IMAGE_PIXELS", Settings.max_image_pixels, minimum=1),
         near_duplicate_max_distance=_env_int(
             "NEAR_DUPLICATE_MAX_DISTANCE", Settings.near_duplicate_max_distance
+        ),
+        backbone=_env("BACKBONE", Settings.backbone) or Settings.backbone,
+        backbone_weights=_env("BACKBONE_WEIGHTS", Settings.backbone_weights)
+        or Settings.backbone_weights,
+        queue_strategy=_choice(
+            "QUEUE_STRATEGY",
+            Settings.queue_strategy,
+            ("balanced", "uncertainty", "label_error", "novelty", "disagreement", "random"),
+        ),
+        queue_random_share=_env_share("QUEUE_RANDOM_SHARE", Settings.queue_random_share),
+        scoring_batch_size=_env_int("SCORING_BATCH_SIZE", Settings.scoring_batch_size, minimum=1),
+        scoring_stale_seconds=_env_int(
+            "SCORING_STALE_SECONDS", Settings.scoring_stale_seconds, minimum=1
         ),
         ingest_workers=_env_int("INGEST_WORKERS", Settings.ingest_workers),
         ingest_commit_every=_env_int(

@@ -23,10 +23,18 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue="default",
+        task_routes={
+            "curation.scoring.*": {"queue": "scoring"},
+            "curation.training.*": {"queue": "training"},
+        },
         task_serializer="json",
         accept_content=["json"],
         timezone="UTC",
         beat_schedule={
+            "sweep-scoring-outbox": {
+                "task": "curation.scoring.sweep_outbox",
+                "schedule": 30.0,
+            },
             "collect-orphan-files": {
                 "task": "curation.store.collect_orphans",
                 "schedule": 3600.0,

@@ -23,7 +23,15 @@ from curation.ingest.records import (
     SourceSpec,
 )
 from curation.labels import append_label, current_label, same_box
-from curation.models import ClassStatus, Image, ImageSource, NearDuplicateGroup, SourceKind
+from curation.models import (
+    ClassStatus,
+    Image,
+    ImageSource,
+    JobStatus,
+    NearDuplicateGroup,
+    ScoringJob,
+    SourceKind,
+)
 from curation.neardup import NearDuplicateIndex
 from curation.store.base import ImageStore, storage_key
 from curation.taxonomy import clean_class_name, find_class, find_or_create_class
@@ -135,6 +143,9 @@ def _insert_image(
     )
     session.add(image)
     session.flush()
+    # The outbox row commits with the image: a worker (or the sweeper, if the
+    # task is lost) embeds and scores it once the transaction is visible.
+    session.add(ScoringJob(image_id=image.id, status=JobStatus.PENDING.value))
     return image, bool(groups)
 
 

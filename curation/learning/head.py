@@ -1,0 +1,184 @@
+"""The classifier head: softmax over standardised embeddings, trained with Keras.
+
+Trained in Keras (class weights for the long tail, a fixed seed, early
+stopping on a held-out share), then kept as plain arrays: mean, scale,
+weights, bias. Inference is one affine map and a softmax in NumPy, the same
+arithmetic as the Keras layers, so rescoring a million cached embeddings
+needs neither TensorFlow nor a GPU.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Head:
+    mean: NDArray[np.float32]  # (D,)
+    scale: NDArray[np.float32]  # (D,)
+    weights: NDArray[np.float32]  # (D, C)
+    bias: NDArray[np.float32]  # (C,)
+    # Class centroids (C, D), L2-normalised, of the standardised training
+    # embeddings, and the cosine distances of the training images to their
+    # own centroid (sorted): the reference that novelty is measured against.
+    centroids: NDArray[np.float32]
+    own_class_distances: NDArray[np.float32]
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.bias.shape[0])
+
+    def standardise(self, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
+        return ((np.asarray(embeddings, dtype=np.float32) - self.mean) / self.scale).astype(
+            np.float32
+        )
+
+    def predict_proba(
+        self, embeddings: NDArray[np.floating], *, chunk: int = 65536
+    ) -> NDArray[np.float32]:
+        """(N, D) embeddings -> (N, C) probabilities, rows summing to 1."""
+        out = np.empty((len(embeddings), self.n_classes), dtype=np.float32)
+        for start in range(0, len(embeddings), chunk):
+            logits = self.standardise(embeddings[start : start + chunk]) @ self.weights + self.bias
+            logits -= logits.max(axis=1, keepdims=True)
+            np.exp(logits, out=logits)
+            logits /= logits.sum(axis=1, keepdims=True)
+            out[start : start + chunk] = logits
+        return out
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            mean=self.mean,
+            scale=self.scale,
+            weights=self.weights,
+            bias=self.bias,
+            centroids=self.centroids,
+            own_class_distances=self.own_class_distances,
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Head:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return cls(**{name: arrays[name] for name in arrays.files})
+
+
+def balanced_class_weights(labels: NDArray[np.integer], n_classes: int) -> dict[int, float]:
+    """Weights inversely proportional to class frequency (mean weight 1 over samples)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+def train_head(
+    embeddings: NDArray[np.floating],
+    labels: NDArray[np.integer],
+    *,
+    n_classes: int,
+    seed: int = 0,
+    epochs: int = 200,
+    l2: float = 1e-3,
+    learning_rate: float = 1e-2,
+    validation_share: float = 0.1,
+) -> tuple[Head, dict[str, list[float]]]:
+    """Fit the head on (N, D) embeddings and labels in [0, n_classes).
+
+    Returns the head and the training curves (loss and accuracy per epoch).
+    """
+    import keras
+
+    x = np.asarray(embeddings, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError("embeddings must be (N, D) with one label each")
+    if len(x) == 0:
+        raise ValueError("no labelled embeddings to train on")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0) + 1e-6
+    standard = (x - mean) / scale
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(x.shape[1],)),
+            keras.layers.Dense(
+                n_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(l2)
+            ),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_validation = int(len(x) * validation_share) if len(x) >= 50 else 0
+    validation, train = order[:n_validation], order[n_validation:]
+    monitor = "val_loss" if n_validation else "loss"
+    history = model.fit(
+        standard[train],
+        y[train],
+        validation_data=(standard[validation], y[validation]) if n_validation else None,
+        epochs=epochs,
+        batch_size=min(256, len(train)),
+        class_weight=balanced_class_weights(y[train], n_classes),
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=15, restore_best_weights=True)
+        ],
+        shuffle=True,
+        verbose=0,
+    )
+    kernel, bias = (np.asarray(w, dtype=np.float32) for w in model.layers[-1].get_weights())
+    centroids, distances = _centroids_and_own_distances(standard, y, n_classes)
+    head = Head(
+        mean=mean.astype(np.float32),
+        scale=scale.astype(np.float32),
+        weights=kernel,
+        bias=bias,
+        centroids=centroids,
+        own_class_distances=distances,
+    )
+    curves = {name: [float(v) for v in values] for name, values in history.history.items()}
+    return head, curves
+
+
+def _unit(rows: NDArray[np.float32]) -> NDArray[np.float32]:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit: NDArray[np.float32] = (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
+
+
+def _centroids_and_own_distances(
+    standard: NDArray[np.float32], labels: NDArray[np.int64], n_classes: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    unit = _unit(standard)
+    centroids = np.zeros((n_classes, standard.shape[1]), dtype=np.float32)
+    np.add.at(centroids, labels, unit)
+    centroids = _unit(centroids)
+    own = 1.0 - np.sum(unit * centroids[labels], axis=1)
+    return centroids, np.sort(own).astype(np.float32)
+
+
+def nearest_class_distance(head: Head, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
+    """(N, D) -> (N,) cosine distance to the nearest class centroid, in [0, 2]."""
+    unit = _unit(head.standardise(embeddings))
+    similarity: NDArray[np.float32] = (unit @ head.centroids.T).max(axis=1)
+    return (1.0 - similarity).astype(np.float32)
+
+
+def novelty_from_distance(head: Head, distance: NDArray[np.float32]) -> NDArray[np.float64]:
+    """The share of training images that sit closer to their own class than these do
+    to their nearest class: 0.5 is ordinary, near 1 is farther than almost all."""
+    reference = head.own_class_distances
+    if len(reference) == 0:
+        return np.zeros(len(distance))
+    ranks = np.searchsorted(reference, distance, side="left")
+    return np.asarray(ranks, dtype=np.float64) / len(reference)

@@ -1,0 +1,165 @@
+"""What a label is worth: one priority per item, and the reasons in words.
+
+Every strategy maps the scores of an item to a priority in [0, 1]. The
+default, ``balanced``, takes the strongest of the signals, so an item is
+first in line for whichever reason makes it most useful. A deterministic
+share of items (the random control) is queued at a random priority instead,
+so the lift of the queue over random labelling can be measured.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class Strategy(enum.StrEnum):
+    BALANCED = "balanced"
+    UNCERTAINTY = "uncertainty"
+    LABEL_ERROR = "label_error"
+    NOVELTY = "novelty"
+    DISAGREEMENT = "disagreement"
+    RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class ScoredItems:
+    """Scores of N items under one model, aligned by position.
+
+    ``top_classes``/``top_probabilities`` are (N, k), best first;
+    ``claimed`` is the class index the reporter named, -1 if none or unknown;
+    ``labelled`` is the class index of the current label, -1 if unlabelled;
+    ``label_issue`` is NaN where the item has no label.
+    """
+
+    image_ids: NDArray[np.int64]
+    top_classes: NDArray[np.int64]
+    top_probabilities: NDArray[np.float32]
+    margin: NDArray[np.float64]
+    novelty: NDArray[np.float64]
+    disagreement: NDArray[np.float64]
+    label_issue: NDArray[np.float64]
+    claimed: NDArray[np.int64]
+    labelled: NDArray[np.int64]
+
+
+def in_random_control(
+    image_ids: NDArray[np.int64], *, share: float, seed: int
+) -> NDArray[np.bool_]:
+    """A stable, seed-dependent choice of about ``share`` of the items (by image id)."""
+    threshold = int(share * 2**32)
+    digests = [
+        int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=4).digest(), "big")
+        for i in image_ids.tolist()
+    ]
+    return np.asarray(digests, dtype=np.int64) < threshold
+
+
+def _component(items: ScoredItems, strategy: Strategy) -> NDArray[np.float64]:
+    if strategy is Strategy.UNCERTAINTY:
+        return 1.0 - items.margin
+    if strategy is Strategy.NOVELTY:
+        return items.novelty
+    if strategy is Strategy.LABEL_ERROR:
+        return np.nan_to_num(items.label_issue, nan=0.0)
+    if strategy is Strategy.DISAGREEMENT:
+        return np.where(items.claimed >= 0, np.nan_to_num(items.disagreement, nan=0.0), 0.0)
+    raise ValueError(f"no single component for {strategy}")
+
+
+# Novelty matters only once an image is farther from every known class than
+# nearly all training images are from their own: rescale its top 10 percent.
+NOVELTY_FLOOR = 0.9
+
+
+def priorities(
+    items: ScoredItems,
+    *,
+    strategy: Strategy,
+    random_share: float = 0.05,
+    seed: int = 0,
+) -> tuple[NDArray[np.float64], list[str]]:
+    """(N,) priorities in [0, 1] and the strategy that set each one."""
+    n = len(items.image_ids)
+    if strategy is Strategy.BALANCED:
+        novelty = np.clip((items.novelty - NOVELTY_FLOOR) / (1 - NOVELTY_FLOOR), 0, 1)
+        components = np.stack(
+            [
+                _component(items, Strategy.UNCERTAINTY),
+                novelty,
+                _component(items, Strategy.LABEL_ERROR),
+                _component(items, Strategy.DISAGREEMENT),
+            ]
+        )
+        names = [
+            Strategy.UNCERTAINTY,
+            Strategy.NOVELTY,
+            Strategy.LABEL_ERROR,
+            Strategy.DISAGREEMENT,
+        ]
+        winner = components.argmax(axis=0)
+        priority = components.max(axis=0)
+        chosen = [names[w].value for w in winner]
+    elif strategy is Strategy.RANDOM:
+        priority = np.random.default_rng(seed).random(n)
+        chosen = [Strategy.RANDOM.value] * n
+    else:
+        priority = _component(items, strategy)
+        chosen = [strategy.value] * n
+    if random_share > 0 and strategy is not Strategy.RANDOM:
+        control = in_random_control(items.image_ids, share=random_share, seed=seed)
+        priority = np.where(control, np.random.default_rng(seed + 1).random(n), priority)
+        chosen = [Strategy.RANDOM.value if c else s for c, s in zip(control, chosen, strict=True)]
+    return np.clip(priority, 0.0, 1.0), chosen
+
+
+def reasons_for(
+    items: ScoredItems, index: int, *, class_names: Sequence[str], n_known: int
+) -> list[str]:
+    """The reasons a reviewer reads, strongest first, for item ``index``."""
+    top = items.top_classes[index]
+    probs = items.top_probabilities[index]
+    first, p1 = class_names[top[0]], float(probs[0])
+    reasons: list[tuple[float, str]] = []
+    if items.claimed[index] >= 0 and items.claimed[index] != top[0]:
+        claimed = class_names[items.claimed[index]]
+        reasons.append(
+            (
+                float(items.disagreement[index]),
+                f"the reporter says {claimed}, the model is {p1:.2f} sure of {first}",
+            )
+        )
+    if not np.isnan(items.label_issue[index]) and items.labelled[index] >= 0:
+        given = class_names[items.labelled[index]]
+        reasons.append(
+            (
+                float(items.label_issue[index]),
+                f"labelled {given}, but the label looks wrong"
+                f" ({float(items.label_issue[index]):.2f}); the model says {first} {p1:.2f}",
+            )
+        )
+    if items.novelty[index] >= NOVELTY_FLOOR:
+        reasons.append(
+            (
+                float(items.novelty[index]),
+                f"looks like none of the {n_known} known landmarks"
+                f" (farther from every class than {items.novelty[index]:.0%} of training photos)",
+            )
+        )
+    if len(top) > 1:
+        second, p2 = class_names[top[1]], float(probs[1])
+        if p1 - p2 < 0.3:
+            reasons.append(
+                (
+                    1.0 - (p1 - p2),
+                    f"the model is torn between {first} {p1:.2f} and {second} {p2:.2f}",
+                )
+            )
+    if not reasons:
+        reasons.append((0.0, f"the model suggests {first} ({p1:.2f})"))
+    return [text for _, text in sorted(reasons, key=lambda r: -r[0])]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curation.learning.head import (
+    Head,
+    balanced_class_weights,
+    nearest_class_distance,
+    novelty_from_distance,
+    train_head,
+)
+
+
+def _blobs(seed: int = 0, per_class: int = 40, dim: int = 16, classes: int = 3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 6, size=(classes + 1, dim))
+    x = np.concatenate([centres[c] + rng.normal(0, 1, (per_class, dim)) for c in range(classes)])
+    y = np.repeat(np.arange(classes), per_class)
+    novel = centres[classes] + rng.normal(0, 1, (per_class, dim))
+    return x.astype(np.float32), y, novel.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y, novel = _blobs()
+    head, curves = train_head(x, y, n_classes=3, seed=7, epochs=40)
+    return x, y, novel, head, curves
+
+
+def test_balanced_class_weights_favour_the_rare_class() -> None:
+    weights = balanced_class_weights(np.array([0, 0, 0, 1]), 3)
+    assert weights == {0: 4 / 6, 1: 2.0, 2: 0.0}
+
+
+def test_head_learns_separable_classes_and_is_reproducible(trained) -> None:
+    x, y, _, head, curves = trained
+    again, _ = train_head(x, y, n_classes=3, seed=7, epochs=40)
+    probs = head.predict_proba(x)
+    assert probs.shape == (120, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probs.argmax(axis=1) == y).mean() > 0.95
+    np.testing.assert_allclose(head.weights, again.weights)
+    assert "loss" in curves and len(curves["loss"]) >= 1
+
+
+def test_head_round_trips_through_bytes(trained) -> None:
+    x, _, _, head, _ = trained
+    restored = Head.from_bytes(head.to_bytes())
+    np.testing.assert_array_equal(restored.predict_proba(x), head.predict_proba(x))
+
+
+def test_novelty_is_high_for_an_unknown_landmark(trained) -> None:
+    x, _, novel, head, _ = trained
+    known = novelty_from_distance(head, nearest_class_distance(head, x))
+    unknown = novelty_from_distance(head, nearest_class_distance(head, novel))
+    assert np.median(known) < 0.7
+    assert np.median(unknown) > 0.95
+    assert np.all((0 <= unknown) & (unknown <= 1))

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import numpy as np
+
+from curation.learning.priority import ScoredItems, Strategy, in_random_control, priorities, reasons_for
+
+NAMES = ["Gyeongbokgung", "Deoksugung", "N Seoul Tower"]
+
+
+def _items() -> ScoredItems:
+    return ScoredItems(
+        image_ids=np.array([1, 2, 3, 4]),
+        top_classes=np.array([[0, 1, 2], [2, 0, 1], [0, 1, 2], [1, 0, 2]]),
+        top_probabilities=np.array(
+            [[0.41, 0.38, 0.21], [0.93, 0.05, 0.02], [0.5, 0.3, 0.2], [0.9, 0.05, 0.05]],
+            dtype=np.float32,
+        ),
+        margin=np.array([0.03, 0.88, 0.2, 0.85]),
+        novelty=np.array([0.5, 0.4, 0.99, 0.3]),
+        disagreement=np.array([np.nan, 0.95, np.nan, np.nan]),
+        label_issue=np.array([np.nan, np.nan, np.nan, 0.9]),
+        claimed=np.array([-1, 1, -1, -1]),
+        labelled=np.array([-1, -1, -1, 2]),
+    )
+
+
+def test_single_strategies_use_their_own_signal() -> None:
+    items = _items()
+    p, chosen = priorities(items, strategy=Strategy.UNCERTAINTY, random_share=0)
+    np.testing.assert_allclose(p, [0.97, 0.12, 0.8, 0.15])
+    assert set(chosen) == {"uncertainty"}
+    p, _ = priorities(items, strategy=Strategy.DISAGREEMENT, random_share=0)
+    np.testing.assert_allclose(p, [0, 0.95, 0, 0])
+    p, _ = priorities(items, strategy=Strategy.LABEL_ERROR, random_share=0)
+    np.testing.assert_allclose(p, [0, 0, 0, 0.9])
+
+
+def test_balanced_takes_the_strongest_reason() -> None:
+    p, chosen = priorities(_items(), strategy=Strategy.BALANCED, random_share=0)
+    assert chosen == ["uncertainty", "disagreement", "novelty", "label_error"]
+    np.testing.assert_allclose(p, [0.97, 0.95, 0.9, 0.9], atol=1e-9)
+
+
+def test_random_control_is_stable_and_about_its_share() -> None:
+    ids = np.arange(20000)
+    mask = in_random_control(ids, share=0.05, seed=3)
+    assert abs(mask.mean() - 0.05) < 0.01
+    np.testing.assert_array_equal(mask, in_random_control(ids, share=0.05, seed=3))
+    assert not np.array_equal(mask, in_random_control(ids, share=0.05, seed=4))
+
+
+def test_reasons_read_like_sentences() -> None:
+    items = _items()
+    assert reasons_for(items, 0, class_names=NAMES, n_known=3)[0] == (
+        "the model is torn between Gyeongbokgung 0.41 and Deoksugung 0.38"
+    )
+    assert reasons_for(items, 1, class_names=NAMES, n_known=3)[0] == (
+        "the reporter says Deoksugung, the model is 0.93 sure of N Seoul Tower"
+    )
+    assert reasons_for(items, 2, class_names=NAMES, n_known=3)[0].startswith(
+        "looks like none of the 3 known landmarks"
+    )
+    assert "labelled N Seoul Tower, but the label looks wrong" in reasons_for(
+        items, 3, class_names=NAMES, n_known=3
+    )[0]
