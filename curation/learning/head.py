@@ -160,11 +160,16 @@ def _centroids_and_own_distances(
     standard: NDArray[np.float32], labels: NDArray[np.int64], n_classes: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     unit = _unit(standard)
-    centroids = np.zeros((n_classes, standard.shape[1]), dtype=np.float32)
-    np.add.at(centroids, labels, unit)
-    centroids = _unit(centroids)
-    own = 1.0 - np.sum(unit * centroids[labels], axis=1)
-    return centroids, np.sort(own).astype(np.float32)
+    sums = np.zeros((n_classes, standard.shape[1]), dtype=np.float32)
+    np.add.at(sums, labels, unit)
+    counts = np.bincount(labels, minlength=n_classes)
+    # Each training image is measured against its class centroid computed
+    # without it, as a new image would be: otherwise the reference distances
+    # are too small and every new image looks novel.
+    alone = counts[labels] <= 1
+    leave_one_out = _unit(np.where(alone[:, None], sums[labels], sums[labels] - unit))
+    own = 1.0 - np.sum(unit * leave_one_out, axis=1)
+    return _unit(sums), np.sort(own).astype(np.float32)
 
 
 def nearest_class_distance(head: Head, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:

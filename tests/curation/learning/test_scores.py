@@ -1,9 +1,12 @@
-"""Uncertainty, disagreement, label-issue and novelty scores on hand-computed and synthetic arrays."""
+"""Uncertainty, disagreement, label-issue and novelty scores on hand-made and synthetic arrays."""
 
 from __future__ import annotations
 
 import math
 
+# cleanlab, scikit-learn, SciPy and pandas take about 2 s to import; importing them
+# at collection keeps that one-off cost out of the timing of whichever test runs first.
+import cleanlab.filter  # noqa: F401
 import numpy as np
 import pytest
 from numpy.typing import ArrayLike, NDArray
@@ -28,7 +31,9 @@ def _blobs(
     rng: np.random.Generator, centres: NDArray[np.float64], per_blob: int
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Isotropic Gaussian blobs of unit spread around ``centres``, labelled by blob."""
-    points = np.vstack([centre + rng.normal(size=(per_blob, centres.shape[1])) for centre in centres])
+    points = np.vstack(
+        [centre + rng.normal(size=(per_blob, centres.shape[1])) for centre in centres]
+    )
     return points, np.repeat(np.arange(len(centres), dtype=np.int64), per_blob)
 
 
@@ -92,6 +97,9 @@ def test_top_k_of_every_class_breaks_ties_by_index() -> None:
     indices, values = top_k([[0.25, 0.5, 0.25]], k=3)
     np.testing.assert_array_equal(indices, [[1, 0, 2]])
     np.testing.assert_allclose(values, [[0.5, 0.25, 0.25]])
+    # Long enough for NumPy's unstable sorts to reorder equal values.
+    uniform = np.full((1, 64), 1 / 64)
+    np.testing.assert_array_equal(top_k(uniform, k=64)[0], [np.arange(64)])
 
 
 @pytest.mark.parametrize("k", [0, 4])
@@ -120,6 +128,7 @@ def test_reporter_claims_are_checked(claimed: list[float]) -> None:
 # --- label issues -------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:May not flag all label issues")  # a one-member class
 def test_label_issue_score_is_the_probability_the_label_is_wrong() -> None:
     probs = [[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]]
     scores, flagged = label_issue_scores([0, 1, 1, 1], probs)
@@ -129,7 +138,7 @@ def test_label_issue_score_is_the_probability_the_label_is_wrong() -> None:
 
 def test_flipped_labels_rank_first_and_are_flagged() -> None:
     rng = np.random.default_rng(7)
-    centres = rng.normal(size=(3, 8)) * 4
+    centres = rng.normal(size=(3, 16)) * 4
     embeddings, true_labels = _blobs(rng, centres, per_blob=20)
     flipped = np.array([1, 5, 22, 27, 43, 48])
     given = true_labels.copy()
@@ -139,8 +148,8 @@ def test_flipped_labels_rank_first_and_are_flagged() -> None:
     scores, flagged = label_issue_scores(given, probs)
 
     assert set(np.argsort(-scores)[: flipped.size].tolist()) == set(flipped.tolist())
-    assert flagged[flipped].sum() >= 5
-    assert flagged.sum() <= flipped.size + 2
+    assert flagged[flipped].sum() >= 4
+    assert flagged.sum() - flagged[flipped].sum() <= 2
 
 
 def test_out_of_sample_probabilities_align_with_label_indices() -> None:
@@ -194,10 +203,12 @@ def test_novelty_is_the_fraction_of_labelled_images_closer_to_their_class() -> N
     labelled = _at_angles([0, 20, 40, 90, 110, 130])
     labels = np.array([0, 0, 0, 1, 1, 1])
     centroids = class_centroids(labelled, labels, n_classes=2)
-    # 10 and 30 degrees lie 1 - cos 10 = 0.015 from class 0's centroid (20 degrees):
-    # above the two zeros only. 65 and 250 degrees lie farther than every reference.
+    # 10 degrees lies 1 - cos 10 = 0.015 from class 0's centroid (20 degrees) and
+    # 45 degrees 1 - cos 25 = 0.094: both above the two zeros only. (Against
+    # in-sample distances, 0.06 for the outer members, 45 degrees would score 1.)
+    # 65 and 250 degrees lie farther than every reference.
     scores = novelty(
-        _at_angles([10, 30, 65, 250]),
+        _at_angles([10, 45, 65, 250]),
         class_centroids=centroids,
         labelled_embeddings=labelled,
         labelled_labels=labels,
