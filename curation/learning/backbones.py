@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -139,7 +140,7 @@ def _application(constructor_name: str, size: int, **options: object) -> Builder
             weights=weights,
             **options,
         )
-        return model  # type: ignore[no-any-return]
+        return model
 
     return build
 
@@ -306,12 +307,16 @@ def _build_seeded(spec: BackboneSpec) -> keras.Model:
 
 
 def _load_weights_file(model: keras.Model, path: Path, *, backbone: str) -> None:
-    import h5py
+    import h5py  # type: ignore[import-untyped]  # a Keras dependency, without stubs
 
     where = f"backbone {backbone}: weights file {path}"
     if path.name.endswith(".weights.h5"):
         try:
-            model.load_weights(str(path))
+            # Keras 3 only warns when it skips a part of the model that the
+            # file lacks, leaving it random: such a warning is an error here.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)
+                model.load_weights(str(path))
         except Exception as error:  # h5py, Keras and TensorFlow each raise their own
             raise ConfigurationError(f"{where} does not fit: {_short(error)}") from error
         return

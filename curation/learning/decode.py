@@ -76,7 +76,8 @@ def decode_for_model(
         with Image.open(opened) as image:
             region = _region(box, image.size)
             scale = _draft(image, region, size)
-            reduced = tuple(value / scale for value in region)
+            x_min, y_min, x_max, y_max = region
+            reduced = (x_min / scale, y_min / scale, x_max / scale, y_max / scale)
             rgb = _to_rgb(image)
             resized = rgb.resize(
                 (size, size), Image.Resampling.BILINEAR, box=reduced, reducing_gap=None

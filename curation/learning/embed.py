@@ -90,7 +90,10 @@ def embed_images(
             buffer = buffers[batch % len(buffers)]
             batch_items = items[start : start + batch_size]
             pending.append(
-                [pool.submit(decode_into, buffer, row, item) for row, item in enumerate(batch_items)]
+                [
+                    pool.submit(decode_into, buffer, row, item)
+                    for row, item in enumerate(batch_items)
+                ]
             )
 
         try:

@@ -166,10 +166,17 @@ def load(
         .where(ImageEmbedding.space_id == space.id, ImageEmbedding.crop_key == crop)
         .order_by(ImageEmbedding.image_id)
     )
-    if image_ids is not None:
-        query = query.where(ImageEmbedding.image_id.in_(list(image_ids)))
-    pairs = session.execute(query).tuples().all()
+    if image_ids is None:
+        pairs = list(session.execute(query).tuples())
+    else:
+        wanted = list(image_ids)
+        pairs = []
+        for start in range(0, len(wanted), 10000):
+            chunk = wanted[start : start + 10000]
+            pairs.extend(session.execute(query.where(ImageEmbedding.image_id.in_(chunk))).tuples())
+        pairs.sort()
     ids = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
     rows = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
-    matrix = space_file(root, space).matrix()
-    return ids, np.asarray(matrix[rows]) if len(rows) else np.zeros((0, space.dim), np.float16)
+    if len(rows) == 0:
+        return ids, np.zeros((0, space.dim), np.float16)
+    return ids, np.asarray(space_file(root, space).matrix()[rows])

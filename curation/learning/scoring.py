@@ -71,9 +71,13 @@ class EmbedOutcome:
 def _current_labels(session: Session, image_ids: Sequence[int] | None = None) -> list[Label]:
     newer = aliased(Label)
     query = select(Label).where(~exists().where(newer.supersedes_id == Label.id))
-    if image_ids is not None:
-        query = query.where(Label.image_id.in_(list(image_ids)))
-    return list(session.scalars(query).all())
+    if image_ids is None:
+        return list(session.scalars(query).all())
+    ids = list(image_ids)
+    labels: list[Label] = []
+    for start in range(0, len(ids), 10000):
+        labels.extend(session.scalars(query.where(Label.image_id.in_(ids[start : start + 10000]))))
+    return labels
 
 
 def _crops(label: Label | None) -> list[tuple[str, Box | None]]:
@@ -342,19 +346,14 @@ def score_images(
         ids, vectors = embedding_store.load(
             session, paths.embeddings, model.space, image_ids=image_ids
         )
-        labels = {label.image_id: label for label in _current_labels(session, ids.tolist())}
-        claims = dict(
-            session.execute(
-                select(ImageSource.image_id, ImageSource.claimed_class_id)
-                .where(ImageSource.kind == "report", ImageSource.claimed_class_id.is_not(None))
-                .where(ImageSource.image_id.in_(ids.tolist()))
-            )
-            .tuples()
-            .all()
-        )
+        # A full rescoring reads every label and claim once instead of naming
+        # a million ids in IN lists.
+        wanted = None if image_ids is None else ids.tolist()
+        labels = {label.image_id: label for label in _current_labels(session, wanted)}
+        claims = _claimed_classes(session, wanted)
     if len(ids) == 0:
         return 0
-    items = _score_arrays(model, ids, vectors, labels, claims)
+    items, entropies = _score_arrays(model, ids, vectors, labels, claims)
     priority, chosen = priorities(items, strategy=strategy, random_share=random_share, seed=seed)
     now = datetime.now(UTC)
     score_rows: list[dict[str, object]] = [
@@ -363,7 +362,7 @@ def score_images(
             "image_id": int(items.image_ids[n]),
             "top_classes": [model.class_ids[c] for c in items.top_classes[n].tolist()],
             "top_probabilities": [round(float(p), 5) for p in items.top_probabilities[n]],
-            "entropy": float(_entropy_row(items.top_probabilities[n])),
+            "entropy": float(entropies[n]),
             "margin": float(items.margin[n]),
             "least_confidence": float(1.0 - items.top_probabilities[n][0]),
             "novelty": float(items.novelty[n]),
@@ -400,9 +399,17 @@ def score_images(
     return len(ids)
 
 
-def _entropy_row(top_probabilities: NDArray[np.float32]) -> float:
-    p = np.clip(top_probabilities.astype(np.float64), 1e-12, 1.0)
-    return float(-(p * np.log(p)).sum())
+def _claimed_classes(session: Session, image_ids: list[int] | None) -> dict[int, int | None]:
+    query = select(ImageSource.image_id, ImageSource.claimed_class_id).where(
+        ImageSource.kind == "report", ImageSource.claimed_class_id.is_not(None)
+    )
+    if image_ids is None:
+        return dict(session.execute(query).tuples().all())
+    claims: dict[int, int | None] = {}
+    for start in range(0, len(image_ids), 10000):
+        chunk = image_ids[start : start + 10000]
+        claims.update(session.execute(query.where(ImageSource.image_id.in_(chunk))).tuples().all())
+    return claims
 
 
 def _score_arrays(
@@ -411,7 +418,10 @@ def _score_arrays(
     vectors: NDArray[np.float16],
     labels: dict[int, Label],
     claims: dict[int, int | None],
-) -> ScoredItems:
+) -> tuple[ScoredItems, NDArray[np.float64]]:
+    """The scores of every item, and its entropy over all classes (normalised to [0, 1])."""
+    from curation.learning.scores import entropy
+
     probs = model.head.predict_proba(vectors)
     k = min(TOP_K, probs.shape[1])
     top = np.argsort(-probs, axis=1)[:, :k]
@@ -430,7 +440,7 @@ def _score_arrays(
     label_issue = np.asarray(
         [model.label_issues.get(int(i), (np.nan, False))[0] for i in ids], dtype=np.float64
     )
-    return ScoredItems(
+    items = ScoredItems(
         image_ids=ids,
         top_classes=top.astype(np.int64),
         top_probabilities=top_p.astype(np.float32),
@@ -441,6 +451,7 @@ def _score_arrays(
         claimed=claimed,
         labelled=labelled,
     )
+    return items, entropy(probs)
 
 
 def _insert_ignore(
@@ -449,9 +460,10 @@ def _insert_ignore(
     if not rows:
         return
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    for start in range(0, len(rows), 2000):
-        statement = insert(model).values(rows[start : start + 2000])
-        session.execute(statement.on_conflict_do_nothing(index_elements=keys))
+    # One statement, many parameter sets: compiled once and sent in batches
+    # (SQLAlchemy's insertmanyvalues), not re-compiled per chunk of VALUES.
+    statement = insert(model).on_conflict_do_nothing(index_elements=keys)
+    session.connection().execute(statement, rows)
 
 
 def _upsert_queue(session: Session, rows: list[dict[str, object]]) -> None:
@@ -460,18 +472,16 @@ def _upsert_queue(session: Session, rows: list[dict[str, object]]) -> None:
     if not rows:
         return
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    for start in range(0, len(rows), 2000):
-        statement = insert(QueueItem).values(rows[start : start + 2000])
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["image_id"],
-                set_={
-                    "priority": statement.excluded.priority,
-                    "strategy": statement.excluded.strategy,
-                    "reasons": statement.excluded.reasons,
-                    "model_version_id": statement.excluded.model_version_id,
-                    "updated_at": statement.excluded.updated_at,
-                },
-                where=QueueItem.status == QueueStatus.PENDING.value,
-            )
-        )
+    statement = insert(QueueItem)
+    statement = statement.on_conflict_do_update(
+        index_elements=["image_id"],
+        set_={
+            "priority": statement.excluded.priority,
+            "strategy": statement.excluded.strategy,
+            "reasons": statement.excluded.reasons,
+            "model_version_id": statement.excluded.model_version_id,
+            "updated_at": statement.excluded.updated_at,
+        },
+        where=QueueItem.status == QueueStatus.PENDING.value,
+    )
+    session.connection().execute(statement, rows)

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.learning.priority import ScoredItems, Strategy, in_random_control, priorities, reasons_for
+from curation.learning.priority import (
+    ScoredItems,
+    Strategy,
+    in_random_control,
+    priorities,
+    reasons_for,
+)
 
 NAMES = ["Gyeongbokgung", "Deoksugung", "N Seoul Tower"]
 
@@ -60,6 +66,7 @@ def test_reasons_read_like_sentences() -> None:
     assert reasons_for(items, 2, class_names=NAMES, n_known=3)[0].startswith(
         "looks like none of the 3 known landmarks"
     )
-    assert "labelled N Seoul Tower, but the label looks wrong" in reasons_for(
-        items, 3, class_names=NAMES, n_known=3
-    )[0]
+    assert (
+        "labelled N Seoul Tower, but the label looks wrong"
+        in reasons_for(items, 3, class_names=NAMES, n_known=3)[0]
+    )
