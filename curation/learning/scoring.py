@@ -18,26 +18,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import exists, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from curation.exceptions import CurationError, NotFound
 from curation.geometry import Box
 from curation.learning import embedding_store
+from curation.learning.bulk_write import write_scores_and_queue
 from curation.learning.head import Head, nearest_class_distance, novelty_from_distance, train_head
 from curation.learning.priority import ScoredItems, Strategy, priorities, reasons_for
 from curation.models import (
     EmbeddingSpace,
     Image,
-    ImageScore,
     ImageSource,
     Label,
     LabelVerdict,
     LandmarkClass,
     ModelStatus,
     ModelVersion,
-    QueueItem,
     QueueStatus,
 )
 from curation.store import LocalImageStore
@@ -356,20 +353,20 @@ def score_images(
     items, entropies = _score_arrays(model, ids, vectors, labels, claims)
     priority, chosen = priorities(items, strategy=strategy, random_share=random_share, seed=seed)
     now = datetime.now(UTC)
-    score_rows: list[dict[str, object]] = [
-        {
-            "model_version_id": model.version_id,
-            "image_id": int(items.image_ids[n]),
-            "top_classes": [model.class_ids[c] for c in items.top_classes[n].tolist()],
-            "top_probabilities": [round(float(p), 5) for p in items.top_probabilities[n]],
-            "entropy": float(entropies[n]),
-            "margin": float(items.margin[n]),
-            "least_confidence": float(1.0 - items.top_probabilities[n][0]),
-            "novelty": float(items.novelty[n]),
-            "reporter_disagreement": None if items.claimed[n] < 0 else float(items.disagreement[n]),
-            "label_issue": None if np.isnan(items.label_issue[n]) else float(items.label_issue[n]),
-            "created_at": now,
-        }
+    score_rows = [
+        (
+            model.version_id,
+            int(items.image_ids[n]),
+            [model.class_ids[c] for c in items.top_classes[n].tolist()],
+            [round(float(p), 5) for p in items.top_probabilities[n]],
+            float(entropies[n]),
+            float(items.margin[n]),
+            float(1.0 - items.top_probabilities[n][0]),
+            float(items.novelty[n]),
+            None if items.claimed[n] < 0 else float(items.disagreement[n]),
+            None if np.isnan(items.label_issue[n]) else float(items.label_issue[n]),
+            now,
+        )
         for n in range(len(ids))
     ]
     needs_human = [
@@ -379,23 +376,20 @@ def score_images(
         or model.label_issues.get(int(items.image_ids[n]), (0.0, False))[1]
         or int(items.image_ids[n]) not in labels
     ]
-    queue_rows: list[dict[str, object]] = [
-        {
-            "image_id": int(items.image_ids[n]),
-            "status": QueueStatus.PENDING.value,
-            "priority": float(priority[n]),
-            "strategy": chosen[n],
-            "reasons": reasons_for(
-                items, n, class_names=model.class_names, n_known=len(model.class_ids)
-            ),
-            "model_version_id": model.version_id,
-            "updated_at": now,
-        }
+    queue_rows = [
+        (
+            int(items.image_ids[n]),
+            QueueStatus.PENDING.value,
+            float(priority[n]),
+            chosen[n],
+            reasons_for(items, n, class_names=model.class_names, n_known=len(model.class_ids)),
+            model.version_id,
+            now,
+        )
         for n in needs_human
     ]
     with factory() as session, session.begin():
-        _insert_ignore(session, ImageScore, score_rows, ["model_version_id", "image_id"])
-        _upsert_queue(session, queue_rows)
+        write_scores_and_queue(session, score_rows, queue_rows)
     return len(ids)
 
 
@@ -452,36 +446,3 @@ def _score_arrays(
         labelled=labelled,
     )
     return items, entropy(probs)
-
-
-def _insert_ignore(
-    session: Session, model: type[ImageScore], rows: list[dict[str, object]], keys: list[str]
-) -> None:
-    if not rows:
-        return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # One statement, many parameter sets: compiled once and sent in batches
-    # (SQLAlchemy's insertmanyvalues), not re-compiled per chunk of VALUES.
-    statement = insert(model).on_conflict_do_nothing(index_elements=keys)
-    session.connection().execute(statement, rows)
-
-
-def _upsert_queue(session: Session, rows: list[dict[str, object]]) -> None:
-    """Insert new queue items; refresh priority and reasons of pending ones only
-    (a claimed or decided item keeps what the reviewer saw)."""
-    if not rows:
-        return
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(QueueItem)
-    statement = statement.on_conflict_do_update(
-        index_elements=["image_id"],
-        set_={
-            "priority": statement.excluded.priority,
-            "strategy": statement.excluded.strategy,
-            "reasons": statement.excluded.reasons,
-            "model_version_id": statement.excluded.model_version_id,
-            "updated_at": statement.excluded.updated_at,
-        },
-        where=QueueItem.status == QueueStatus.PENDING.value,
-    )
-    session.connection().execute(statement, rows)
