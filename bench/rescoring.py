@@ -82,28 +82,57 @@ def main() -> None:
         started = time.perf_counter()
         with factory() as session, session.begin():
             connection = session.connection()
-            connection.execute(text("INSERT INTO near_duplicate_groups (id, created_at) VALUES (1, now())"))
+            connection.execute(
+                text("INSERT INTO near_duplicate_groups (id, created_at) VALUES (1, now())")
+            )
             buffer = io.StringIO()
             for i in range(1, n + 1):
                 sha = f"{i:064x}"
-                buffer.write(f"{i}\t{sha}\t{i}\t224\t224\tjpeg\t1000\t{sha[:2]}/{sha[2:4]}/{sha}.jpg\tjpeg\t1\t2026-01-01\n")
-            _copy(connection, "images", "id, sha256, phash, width, height, format, byte_size, storage_key, stored_format, group_id, created_at", buffer)
-            space = embedding_store.get_or_create_space(session, key="bench:none", backbone="bench", weights_id="none", dim=dim)
+                buffer.write(
+                    f"{i}\t{sha}\t{i}\t224\t224\tjpeg\t1000\t{sha[:2]}/{sha[2:4]}/{sha}.jpg\tjpeg\t1\t2026-01-01\n"
+                )
+            _copy(
+                connection,
+                "images",
+                "id, sha256, phash, width, height, format, byte_size, storage_key,"
+                " stored_format, group_id, created_at",
+                buffer,
+            )
+            space = embedding_store.get_or_create_space(
+                session, key="bench:none", backbone="bench", weights_id="none", dim=dim
+            )
             first = embedding_store.space_file(paths.embeddings, space).append(vectors)
             buffer = io.StringIO()
             for i in range(n):
                 buffer.write(f"{space.id}\t{i + 1}\tfull\t{first + i}\t2026-01-01\n")
-            _copy(connection, "image_embeddings", "space_id, image_id, crop_key, row, created_at", buffer)
-            classes = [LandmarkClass(slug=f"c{c}", display_name=f"Landmark {c}", status="active") for c in range(args.classes)]
+            _copy(
+                connection,
+                "image_embeddings",
+                "space_id, image_id, crop_key, row, created_at",
+                buffer,
+            )
+            classes = [
+                LandmarkClass(slug=f"c{c}", display_name=f"Landmark {c}", status="active")
+                for c in range(args.classes)
+            ]
             session.add_all(classes)
             session.flush()
             sample = rng.choice(n, size=min(n, 20 * args.classes), replace=False)
-            head, _ = train_head(vectors[sample], owners[sample], n_classes=args.classes, seed=0, epochs=30)
+            head, _ = train_head(
+                vectors[sample], owners[sample], n_classes=args.classes, seed=0, epochs=30
+            )
             artifact = "bench-head.npz"
             paths.models.mkdir(parents=True, exist_ok=True)
             (paths.models / artifact).write_bytes(head.to_bytes())
-            version = ModelVersion(space_id=space.id, class_ids=[c.id for c in classes], artifact_key=artifact,
-                                   seed=0, settings={}, metrics={}, status=ModelStatus.CHAMPION.value)
+            version = ModelVersion(
+                space_id=space.id,
+                class_ids=[c.id for c in classes],
+                artifact_key=artifact,
+                seed=0,
+                settings={},
+                metrics={},
+                status=ModelStatus.CHAMPION.value,
+            )
             session.add(version)
             session.flush()
             version_id = version.id
@@ -118,21 +147,28 @@ def main() -> None:
             queued = session.scalar(select(func.count()).select_from(QueueItem))
             space_dim = session.get_one(EmbeddingSpace, model.space.id).dim
         engine.dispose()
-        print(json.dumps({
-            "benchmark": "bench/rescoring.py",
-            "database": "PostgreSQL (fresh database, COPY-loaded)",
-            "items": n,
-            "embedding_dim": dim,
-            "classes": args.classes,
-            "bytes_per_cached_embedding": space_dim * 2,
-            "setup_s": round(setup_s, 1),
-            "rescoring_s": round(rescoring_s, 2),
-            "scored": scored,
-            "queue_items_written": queued,
-            "target_s": 30,
-            "met": rescoring_s < 30 and scored == n,
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "bench/rescoring.py",
+                    "database": "PostgreSQL (fresh database, COPY-loaded)",
+                    "items": n,
+                    "embedding_dim": dim,
+                    "classes": args.classes,
+                    "bytes_per_cached_embedding": space_dim * 2,
+                    "setup_s": round(setup_s, 1),
+                    "rescoring_s": round(rescoring_s, 2),
+                    "scored": scored,
+                    "queue_items_written": queued,
+                    "target_s": 30,
+                    "met": rescoring_s < 30 and scored == n,
+                    "peak_rss_mib": round(
+                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    ),
+                },
+                indent=2,
+            )
+        )
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

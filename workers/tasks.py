@@ -40,7 +40,6 @@ def ping() -> dict[str, Any]:
 
 @celery_app.task(
     name="curation.scoring.score_batch",
-    queue="scoring",
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(OSError,),

@@ -270,6 +270,10 @@ def load_backbone(name: str, weights: str) -> LoadedBackbone:
         raise ConfigurationError(
             f"backbone {spec.name}: cannot read weights file {path}: {_short(error)}"
         ) from error
+    if not path.name.endswith((".h5", ".hdf5")):
+        raise ConfigurationError(
+            f"backbone {spec.name}: weights file {path}: expected a Keras .h5 or .weights.h5 file"
+        )
     model = _build_seeded(spec)
     _load_weights_file(model, path, backbone=spec.name)
     return LoadedBackbone(spec=spec, model=model, weights_id=weights_id)

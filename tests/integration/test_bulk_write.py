@@ -83,7 +83,9 @@ def test_bulk_write_is_idempotent_and_spares_claimed_items(any_runtime: Runtime)
             write_scores_and_queue(session, scores, queue)
     with any_runtime.factory() as session:
         assert session.scalar(select(func.count()).select_from(ImageScore)) == 50
-        priorities = dict(session.execute(select(QueueItem.image_id, QueueItem.priority)).tuples().all())
+        priorities = dict(
+            session.execute(select(QueueItem.image_id, QueueItem.priority)).tuples().all()
+        )
         item_one = session.scalars(select(QueueItem).where(QueueItem.image_id == 1)).one()
         reasons = session.scalar(select(QueueItem.reasons).where(QueueItem.image_id == 2))
     assert len(priorities) == 50

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,15 @@ def trained() -> LoadedBackbone:
 @pytest.fixture(scope="module")
 def saved_weights(trained: LoadedBackbone, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "small.weights.h5"
-    trained.model.save_weights(str(path))
+    save_weights(trained, path)
     return path
+
+
+def save_weights(backbone: LoadedBackbone, path: Path) -> None:
+    with warnings.catch_warnings():
+        # Keras' own saving trips NumPy 2's __array__(copy=...) deprecation.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        backbone.model.save_weights(str(path))
 
 
 def test_registry_names_sizes_and_dims() -> None:
@@ -175,7 +183,7 @@ def test_keras3_weights_file_round_trips(
 
 def test_keras3_weights_file_of_another_architecture(tmp_path: Path) -> None:
     path = tmp_path / "v3small.weights.h5"
-    load_backbone("mobilenetv3small", "none").model.save_weights(str(path))
+    save_weights(load_backbone("mobilenetv3small", "none"), path)
     with pytest.raises(ConfigurationError, match="does not fit"):
         load_backbone(SMALL, str(path))
 
