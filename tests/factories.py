@@ -47,3 +47,31 @@ def with_exif(seed: int, *, orientation: int, gps: bool = True) -> bytes:
     if gps:
         exif[0x8825] = {1: "N", 2: (37.0, 34.0, 0.0), 3: "E", 4: (126.0, 58.0, 0.0)}
     return encode(image, "JPEG", quality=90, exif=exif.tobytes())
+
+
+def image_row(session, n: int, *, phash_unsigned: int | None = None, group_id: int | None = None):
+    """Insert a bare Image row (no file) numbered ``n``, in its own near-duplicate
+    group unless ``group_id`` is given; flushes and returns it."""
+    from curation.hashing import to_signed64
+    from curation.models import Image, NearDuplicateGroup
+
+    if group_id is None:
+        group = NearDuplicateGroup()
+        session.add(group)
+        session.flush()
+        group_id = group.id
+    sha = f"{n:064x}"
+    image = Image(
+        sha256=sha,
+        phash=to_signed64(n if phash_unsigned is None else phash_unsigned),
+        width=320,
+        height=240,
+        format="jpeg",
+        byte_size=1,
+        storage_key=f"{sha[:2]}/{sha[2:4]}/{sha}.jpg",
+        stored_format="jpeg",
+        group_id=group_id,
+    )
+    session.add(image)
+    session.flush()
+    return image

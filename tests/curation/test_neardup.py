@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy.orm import Session
 
-from curation.hashing import to_signed64
-from curation.models import Image, NearDuplicateGroup
+from curation.models import Image
 from curation.neardup import NearDuplicateIndex
+from tests.factories import image_row
 
 
 def _flip(value: int, *bits: int) -> int:
@@ -75,23 +75,7 @@ def test_discard_after_forgets_later_ids_only() -> None:
 
 
 def _insert_image(session: Session, n: int, phash_unsigned: int) -> Image:
-    group = NearDuplicateGroup()
-    session.add(group)
-    session.flush()
-    image = Image(
-        sha256=f"{n:064x}",
-        phash=to_signed64(phash_unsigned),
-        width=10,
-        height=10,
-        format="jpeg",
-        byte_size=100,
-        storage_key=f"00/00/{n:064x}.jpg",
-        stored_format="jpeg",
-        group_id=group.id,
-    )
-    session.add(image)
-    session.flush()
-    return image
+    return image_row(session, n, phash_unsigned=phash_unsigned)
 
 
 def test_refresh_reads_signed_rows_and_then_only_new_ones(db_session: Session) -> None:

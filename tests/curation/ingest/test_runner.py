@@ -16,7 +16,7 @@ from PIL import PngImagePlugin
 from sqlalchemy import func, select
 
 from curation.exceptions import RejectedInput
-from curation.hashing import perceptual_hash, to_signed64, to_unsigned64
+from curation.hashing import perceptual_hash, to_unsigned64
 from curation.ingest.folders import crawl_items
 from curation.ingest.prepare import prepare_image
 from curation.ingest.records import IngestItem, IngestSummary, SourceSpec
@@ -41,7 +41,7 @@ from tests.curation.helpers import (
     truncated_jpeg,
     write_tree,
 )
-from tests.factories import encode, jpeg, near_copy, pattern, png, with_exif
+from tests.factories import encode, image_row, jpeg, near_copy, pattern, png, with_exif
 
 MAX_BYTES = 1024 * 1024
 
@@ -395,23 +395,8 @@ def test_near_copies_across_chunks_of_one_run(settings: Settings, tmp_path: Path
 
 def _plant_image(runtime: Runtime, n: int, phash_unsigned: int) -> tuple[int, int]:
     with runtime.factory() as session, session.begin():
-        group = NearDuplicateGroup()
-        session.add(group)
-        session.flush()
-        image = Image(
-            sha256=f"{n:064x}",
-            phash=to_signed64(phash_unsigned),
-            width=320,
-            height=240,
-            format="jpeg",
-            byte_size=1,
-            storage_key=f"00/00/{n:064x}.jpg",
-            stored_format="jpeg",
-            group_id=group.id,
-        )
-        session.add(image)
-        session.flush()
-        return image.id, group.id
+        image = image_row(session, n, phash_unsigned=phash_unsigned)
+        return image.id, image.group_id
 
 
 def test_an_image_bridging_two_groups_merges_them(runtime: Runtime, tmp_path: Path) -> None:

@@ -8,31 +8,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from curation.learning import embedding_store as es
-from curation.models import Image, ImageEmbedding, NearDuplicateGroup
+from curation.models import ImageEmbedding
+from tests.factories import image_row
 
 
 def _images(session: Session, n: int) -> list[int]:
-    group = NearDuplicateGroup()
-    session.add(group)
-    session.flush()
-    ids = []
-    for i in range(n):
-        sha = f"{i:064x}"
-        image = Image(
-            sha256=sha,
-            phash=i,
-            width=1,
-            height=1,
-            format="jpeg",
-            byte_size=1,
-            storage_key=f"{sha[:2]}/{sha[2:4]}/{sha}.jpg",
-            stored_format="jpeg",
-            group_id=group.id,
-        )
-        session.add(image)
-        session.flush()
-        ids.append(image.id)
-    return ids
+    first = image_row(session, 0)
+    return [first.id] + [image_row(session, i, group_id=first.group_id).id for i in range(1, n)]
 
 
 def test_record_then_load_returns_vectors_by_image(db_session: Session, tmp_path: Path) -> None:
