@@ -126,8 +126,11 @@ def embed_missing(
         todo = embedding_store.missing(session, space, list(plan))
         space_id = space.id
     outcome.already_cached = len(plan) - len(todo)
-    for start in range(0, len(todo), batch_size * 4):
-        chunk = todo[start : start + batch_size * 4]
+    # Large chunks keep decoding overlapped with the model; each chunk's
+    # embeddings are recorded in their own short transaction.
+    chunk_size = batch_size * 16
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start : start + chunk_size]
         inputs = [EmbedInput(path=store.path_for(keys[i]), box=plan[(i, c)]) for i, c in chunk]
         try:
             vectors = embed_images(inputs, backbone, batch_size=batch_size)
