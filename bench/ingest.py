@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _report import cpu_model, source_info
 from numpy.typing import NDArray
 
 from curation import migrate
@@ -296,41 +296,15 @@ def bench_neardup(probes: int, seed: int) -> dict[str, Any]:
 # --- report -------------------------------------------------------------------
 
 
-def source_info() -> dict[str, Any]:
-    """The commit measured, and how many files differed from it (work in progress)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "modified_tracked_files": None if status is None else len(status.splitlines()),
-    }
-
-
 def machine_info() -> dict[str, Any]:
     import PIL
     import sqlalchemy
 
-    cpu_model = None
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
-        "cpu_model": cpu_model or platform.processor() or None,
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -39,7 +39,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's banners off stderr
 
 import numpy as np
+from _report import cpu_model, source_info
 from numpy.typing import NDArray
 
 from curation.exceptions import RejectedInput
@@ -327,40 +327,16 @@ def compare_alternatives(
 # --- report -----------------------------------------------------------------------
 
 
-def source_info() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "modified_tracked_files": None if status is None else len(status.splitlines()),
-    }
-
-
 def machine_info() -> dict[str, Any]:
     import keras
     import PIL
     import PIL.features
     import tensorflow as tf
 
-    cpu_model = None
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model or platform.processor() or None,
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "pillow": PIL.__version__,
