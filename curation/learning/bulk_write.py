@@ -94,37 +94,46 @@ def _copy(cursor: Any, table: str, columns: Sequence[str], rows: Sequence[tuple[
                 copy.write_row(row)
 
 
+def _merge_staged(
+    cursor: Any,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    on_conflict: str,
+) -> None:
+    """COPY ``rows`` into a temporary copy of ``table``, then merge them in one statement."""
+    staged = f"staged_{table}"
+    names = ", ".join(columns)
+    cursor.execute(f"CREATE TEMP TABLE {staged} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+    _copy(cursor, staged, columns, rows)
+    cursor.execute(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {staged} {on_conflict}"  # noqa: S608 (constant names)
+    )
+
+
 def _postgres(
     session: Session, scores: Sequence[tuple[Any, ...]], queue: Sequence[tuple[Any, ...]]
 ) -> None:
     raw = session.connection().connection.driver_connection
     assert raw is not None
-    score_list = ", ".join(SCORE_COLUMNS)
-    queue_list = ", ".join(QUEUE_COLUMNS)
     with raw.cursor() as cursor:
         if scores:
-            cursor.execute(
-                "CREATE TEMP TABLE staged_scores"
-                " (LIKE image_scores INCLUDING DEFAULTS) ON COMMIT DROP"
-            )
-            _copy(cursor, "staged_scores", SCORE_COLUMNS, scores)
-            cursor.execute(
-                f"INSERT INTO image_scores ({score_list})"  # noqa: S608 (constant names)
-                f" SELECT {score_list} FROM staged_scores"
-                " ON CONFLICT (model_version_id, image_id) DO NOTHING"
+            _merge_staged(
+                cursor,
+                "image_scores",
+                SCORE_COLUMNS,
+                scores,
+                "ON CONFLICT (model_version_id, image_id) DO NOTHING",
             )
         if queue:
-            cursor.execute(
-                "CREATE TEMP TABLE staged_queue"
-                " (LIKE queue_items INCLUDING DEFAULTS) ON COMMIT DROP"
-            )
-            _copy(cursor, "staged_queue", QUEUE_COLUMNS, queue)
-            cursor.execute(
-                f"INSERT INTO queue_items ({queue_list})"  # noqa: S608 (constant names)
-                f" SELECT {queue_list} FROM staged_queue"
-                " ON CONFLICT (image_id) DO UPDATE SET"
+            _merge_staged(
+                cursor,
+                "queue_items",
+                QUEUE_COLUMNS,
+                queue,
+                "ON CONFLICT (image_id) DO UPDATE SET"
                 " priority = EXCLUDED.priority, strategy = EXCLUDED.strategy,"
                 " reasons = EXCLUDED.reasons, model_version_id = EXCLUDED.model_version_id,"
                 " updated_at = EXCLUDED.updated_at"
-                " WHERE queue_items.status = 'pending'"
+                " WHERE queue_items.status = 'pending'",
             )

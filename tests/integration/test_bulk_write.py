@@ -10,13 +10,13 @@ from sqlalchemy import func, select
 from curation.learning.bulk_write import write_scores_and_queue
 from curation.models import (
     EmbeddingSpace,
-    Image,
     ImageScore,
     ModelVersion,
     NearDuplicateGroup,
     QueueItem,
 )
 from curation.runtime import Runtime
+from tests.factories import image_row
 
 
 def _seed(runtime: Runtime, n: int) -> int:
@@ -26,21 +26,7 @@ def _seed(runtime: Runtime, n: int) -> int:
         session.add_all([group, space])
         session.flush()
         for i in range(n):
-            sha = f"{i + 1:064x}"
-            session.add(
-                Image(
-                    id=i + 1,
-                    sha256=sha,
-                    phash=i,
-                    width=1,
-                    height=1,
-                    format="jpeg",
-                    byte_size=1,
-                    storage_key=f"{sha[:2]}/{sha[2:4]}/{sha}.jpg",
-                    stored_format="jpeg",
-                    group_id=group.id,
-                )
-            )
+            image_row(session, i + 1, group_id=group.id)
         version = ModelVersion(
             space_id=space.id,
             class_ids=[1, 2],

@@ -14,7 +14,7 @@ from curation.ingest.records import IngestSummary
 from curation.ingest.runner import IngestRunner
 from curation.models import Image, ImageSource, Label, NearDuplicateGroup
 from curation.runtime import Runtime, build_runtime
-from tests.factories import jpeg, near_copy
+from tests.factories import image_row, jpeg, near_copy
 
 pytestmark = pytest.mark.postgres
 
@@ -108,35 +108,13 @@ def test_two_writers_racing_store_each_image_once(pg_runtime: Runtime, tmp_path:
 
 def test_index_refresh_sees_a_smaller_id_committed_late(pg_runtime: Runtime) -> None:
     """A writer that took id N but committed after id N+1 was seen is still indexed."""
-    from curation.models import NearDuplicateGroup
     from curation.neardup import NearDuplicateIndex
-
-    def image(sha: str, phash: int, group: int) -> Image:
-        return Image(
-            sha256=sha,
-            phash=phash,
-            width=1,
-            height=1,
-            format="jpeg",
-            byte_size=1,
-            storage_key=f"{sha[:2]}/{sha[2:4]}/{sha}.jpg",
-            stored_format="jpeg",
-            group_id=group,
-        )
 
     with pg_runtime.factory() as slow:
         slow.begin()
-        group = NearDuplicateGroup()
-        slow.add(group)
-        slow.flush()
-        late = image("a" * 64, 1, group.id)
-        slow.add(late)
-        slow.flush()  # takes the smaller id, not yet committed
+        late = image_row(slow, 1, phash_unsigned=1)  # takes the smaller id, not yet committed
         with pg_runtime.factory() as fast, fast.begin():
-            other = NearDuplicateGroup()
-            fast.add(other)
-            fast.flush()
-            fast.add(image("b" * 64, 2, other.id))
+            image_row(fast, 2, phash_unsigned=2)
         index = NearDuplicateIndex()
         with pg_runtime.factory() as reader:
             index.refresh(reader)
