@@ -26,6 +26,7 @@ from curation.ingest.records import IngestItem, IngestSummary
 from curation.ingest.reports import ingest_report
 from curation.ingest.runner import IngestRunner, read_untrusted_file
 from curation.learning.scoring import LearningPaths
+from curation.models.accounts import User, UserRole
 from curation.neardup import NearDuplicateIndex
 from curation.runtime import Runtime, build_runtime
 from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_orphans
@@ -414,6 +415,74 @@ def store_gc(grace_seconds: float, dry_run: bool, as_json: bool) -> None:
         {"orphans": orphans, "dry_run": dry_run},
         lambda: click.echo(f"{verb} {len(orphans)} orphan files"),
     )
+
+
+# --- accounts -------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Reviewer and admin accounts (the first admin is made here)."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option(
+    "--role",
+    type=click.Choice([role.value for role in UserRole]),
+    required=True,
+    help="What the account may do.",
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin instead of prompting.",
+)
+@_json_option
+@domain_errors
+def users_create(username: str, role: str, password_stdin: bool, as_json: bool) -> None:
+    """Create an account; the password is prompted for twice, hidden."""
+    from curation.accounts import create_user
+
+    password: str
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    runtime = build_runtime()
+    with runtime.factory() as session, session.begin():
+        user = create_user(session, username=username, password=password, role=role, actor="cli")
+        payload = _user_payload(user)
+    _emit(as_json, payload, lambda: click.echo(f"user {user.username} created ({user.role})"))
+
+
+@users.command("list")
+@_json_option
+@domain_errors
+def users_list(as_json: bool) -> None:
+    """Every account with its role and whether it is active."""
+    from curation.accounts import list_users
+
+    runtime = build_runtime()
+    with runtime.factory() as session:
+        rows = [_user_payload(user) for user in list_users(session)]
+
+    def human() -> None:
+        for row in rows:
+            state = "active" if row["is_active"] else "inactive"
+            click.echo(f"{row['id']:>4}  {row['username']:<24} {row['role']:<9} {state}")
+
+    _emit(as_json, {"users": rows}, human)
+
+
+def _user_payload(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "is_active": user.is_active,
+        "created_at": user.created_at.isoformat(),
+    }
 
 
 # --- processes ----------------------------------------------------------------

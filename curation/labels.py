@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased
 
@@ -18,6 +20,19 @@ def current_label(session: Session, image_id: int) -> Label | None:
         .order_by(Label.id.desc())
         .limit(1)
     ).first()
+
+
+def current_labels(session: Session, image_ids: Sequence[int] | None = None) -> list[Label]:
+    """The current label of each of ``image_ids`` that has one (of every image if None)."""
+    newer = aliased(Label)
+    query = select(Label).where(~exists().where(newer.supersedes_id == Label.id))
+    if image_ids is None:
+        return list(session.scalars(query).all())
+    ids = list(image_ids)
+    labels: list[Label] = []
+    for start in range(0, len(ids), 10000):
+        labels.extend(session.scalars(query.where(Label.image_id.in_(ids[start : start + 10000]))))
+    return labels
 
 
 def same_box(a: Box | None, b: Box | None, *, tolerance: float = 0.5) -> bool:

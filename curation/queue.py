@@ -6,12 +6,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from curation.labels import current_labels
 from curation.learning import embedding_store
+from curation.learning.priority import ScoredItems, Strategy, reasons_for
 from curation.learning.scoring import LearningPaths, champion
-from curation.models import EmbeddingSpace, ImageSource, QueueItem, QueueStatus
+from curation.models import (
+    COLD_START_RANKING,
+    EmbeddingSpace,
+    ImageScore,
+    ImageSource,
+    LabelVerdict,
+    LandmarkClass,
+    ModelVersion,
+    QueueItem,
+    QueueOrder,
+    QueueStatus,
+)
 
 # Candidates considered per slot when picking a diverse batch.
 POOL_FACTOR = 5
@@ -44,11 +57,65 @@ def _source_dict(source: ImageSource) -> dict[str, Any]:
     return {"kind": source.kind} | {f: getattr(source, f) for f in fields}
 
 
+COLD_START_REASON = "no model yet: queued to be labelled so a first model can be trained"
+RANDOM_CONTROL_REASON = (
+    "in the random control share: placed at random so the queue's lift over"
+    " random labelling can be measured"
+)
+
+
+def current_ranking(session: Session) -> int:
+    """The ranking that orders the queue: the newest complete model ranking, else cold start."""
+    newest = session.scalar(
+        select(ModelVersion.id)
+        .where(ModelVersion.queue_ranked_at.is_not(None))
+        .order_by(ModelVersion.queue_ranked_at.desc(), ModelVersion.id.desc())
+        .limit(1)
+    )
+    return COLD_START_RANKING if newest is None else int(newest)
+
+
+def prune_rankings(session: Session) -> int:
+    """Delete the rows of rankings older than the current one; returns how many.
+
+    A superseded ranking orders nothing; rankings newer than the current one
+    are being written (or waiting to be completed) and are kept.
+    """
+    current = current_ranking(session)
+    if current == COLD_START_RANKING:
+        return 0
+    result = session.execute(delete(QueueOrder).where(QueueOrder.ranking < current))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def pending_count(session: Session) -> int:
+    """Pending items in line under the current ranking."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(QueueOrder)
+            .join(QueueItem, QueueItem.image_id == QueueOrder.image_id)
+            .where(
+                QueueOrder.ranking == current_ranking(session),
+                QueueItem.status == QueueStatus.PENDING.value,
+            )
+        )
+        or 0
+    )
+
+
 def _space_for_diversity(session: Session) -> EmbeddingSpace | None:
     current = champion(session)
     if current is not None:
         return session.get(EmbeddingSpace, current.space_id)
     return session.scalars(select(EmbeddingSpace).order_by(EmbeddingSpace.id.desc())).first()
+
+
+@dataclass(frozen=True)
+class _Ranked:
+    image_id: int
+    priority: float
+    strategy: str
 
 
 def top_items(
@@ -59,14 +126,17 @@ def top_items(
     With no model yet (cold start) the batch favours typical images of
     distinct clusters over an arbitrary order.
     """
-    pool = list(
-        session.scalars(
-            select(QueueItem)
-            .where(QueueItem.status == QueueStatus.PENDING.value)
-            .order_by(QueueItem.priority.desc(), QueueItem.id)
+    ranking = current_ranking(session)
+    pool = [
+        _Ranked(image_id, priority, strategy)
+        for image_id, priority, strategy in session.execute(
+            select(QueueOrder.image_id, QueueOrder.priority, QueueOrder.strategy)
+            .join(QueueItem, QueueItem.image_id == QueueOrder.image_id)
+            .where(QueueOrder.ranking == ranking, QueueItem.status == QueueStatus.PENDING.value)
+            .order_by(QueueOrder.priority.desc(), QueueOrder.image_id)
             .limit(n * POOL_FACTOR if diverse else n)
-        )
-    )
+        ).tuples()
+    ]
     chosen = pool[:n]
     space = _space_for_diversity(session) if diverse and len(pool) > n else None
     if space is not None:
@@ -81,26 +151,104 @@ def top_items(
             )
             picks = _pick(with_vectors, matrix, n)
             chosen = [with_vectors[k] for k in picks]
+    image_ids = [item.image_id for item in chosen]
     sources: dict[int, list[dict[str, Any]]] = {}
     for source in session.scalars(
-        select(ImageSource)
-        .where(ImageSource.image_id.in_([item.image_id for item in chosen]))
-        .order_by(ImageSource.id)
+        select(ImageSource).where(ImageSource.image_id.in_(image_ids)).order_by(ImageSource.id)
     ):
         sources.setdefault(source.image_id, []).append(_source_dict(source))
+    reasons = item_reasons(session, ranking, image_ids)
     return [
         QueueEntry(
             image_id=item.image_id,
             priority=item.priority,
             strategy=item.strategy,
-            reasons=list(item.reasons),
+            reasons=([RANDOM_CONTROL_REASON] if item.strategy == Strategy.RANDOM.value else [])
+            + reasons.get(item.image_id, []),
             sources=sources.get(item.image_id, []),
         )
         for item in chosen
     ]
 
 
-def _pick(items: list[QueueItem], matrix: np.ndarray[Any, Any], n: int) -> list[int]:
+def item_reasons(session: Session, ranking: int, image_ids: list[int]) -> dict[int, list[str]]:
+    """The reasons, in words, that put each image in line under ``ranking``.
+
+    Rendered from the stored scores when read, so a rescoring writes numbers
+    only (a million sentences would cost more than the scoring itself).
+    """
+    if ranking == COLD_START_RANKING:
+        return {image_id: [COLD_START_REASON] for image_id in image_ids}
+    version = session.get(ModelVersion, ranking)
+    if version is None or not image_ids:
+        return {}
+    class_ids = list(version.class_ids)
+    index_of = {class_id: k for k, class_id in enumerate(class_ids)}
+    names = dict(
+        session.execute(
+            select(LandmarkClass.id, LandmarkClass.display_name).where(
+                LandmarkClass.id.in_(class_ids)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    scores = list(
+        session.scalars(
+            select(ImageScore)
+            .where(ImageScore.model_version_id == ranking, ImageScore.image_id.in_(image_ids))
+            .order_by(ImageScore.image_id)
+        )
+    )
+    if not scores:
+        return {}
+    claims = dict(
+        session.execute(
+            select(ImageSource.image_id, ImageSource.claimed_class_id)
+            .where(
+                ImageSource.image_id.in_(image_ids),
+                ImageSource.kind == "report",
+                ImageSource.claimed_class_id.is_not(None),
+            )
+            .order_by(ImageSource.id)
+        )
+        .tuples()
+        .all()
+    )
+    labelled = {
+        label.image_id: label.class_id
+        for label in current_labels(session, [score.image_id for score in scores])
+        if label.verdict == LabelVerdict.LANDMARK.value
+    }
+
+    def index(class_id: int | None) -> int:
+        return index_of.get(class_id, -1) if class_id is not None else -1
+
+    items = ScoredItems(
+        image_ids=np.asarray([s.image_id for s in scores], dtype=np.int64),
+        top_classes=np.asarray([[index(c) for c in s.top_classes] for s in scores], dtype=np.int64),
+        top_probabilities=np.asarray([s.top_probabilities for s in scores], dtype=np.float32),
+        margin=np.asarray([s.margin for s in scores], dtype=np.float64),
+        novelty=np.asarray([s.novelty for s in scores], dtype=np.float64),
+        disagreement=np.asarray(
+            [np.nan if s.reporter_disagreement is None else s.reporter_disagreement for s in scores]
+        ),
+        label_issue=np.asarray(
+            [np.nan if s.label_issue is None else s.label_issue for s in scores]
+        ),
+        claimed=np.asarray([index(claims.get(s.image_id)) for s in scores], dtype=np.int64),
+        labelled=np.asarray([index(labelled.get(s.image_id)) for s in scores], dtype=np.int64),
+    )
+    class_names = [names.get(c, f"class {c}") for c in class_ids]
+    return {
+        int(items.image_ids[k]): reasons_for(
+            items, k, class_names=class_names, n_known=len(class_ids)
+        )
+        for k in range(len(scores))
+    }
+
+
+def _pick(items: list[_Ranked], matrix: np.ndarray[Any, Any], n: int) -> list[int]:
     from curation.learning.selection import diverse_top, typical_diverse
 
     if all(item.strategy == "cold_start" for item in items):

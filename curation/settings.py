@@ -90,6 +90,13 @@ class Settings:
     scoring_stale_seconds: int = 600
     ingest_workers: int = 0  # 0: one per CPU core
     ingest_commit_every: int = 64
+    # A reviewer's claim on a queue item lapses after this long without a
+    # decision (the page renews it while open), and the item returns to line.
+    review_lease_seconds: int = 600
+    # Which first decisions a second reviewer must confirm: "disagreements"
+    # (a report the reviewer contradicts, or a change to an existing label),
+    # "all", or "off".
+    review_consensus: str = "disagreements"
     broker_transport_options: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -195,6 +202,12 @@ def load_settings() -> Settings:
         ingest_workers=_env_int("INGEST_WORKERS", Settings.ingest_workers),
         ingest_commit_every=_env_int(
             "INGEST_COMMIT_EVERY", Settings.ingest_commit_every, minimum=1
+        ),
+        review_lease_seconds=_env_int(
+            "REVIEW_LEASE_SECONDS", Settings.review_lease_seconds, minimum=10
+        ),
+        review_consensus=_choice(
+            "REVIEW_CONSENSUS", Settings.review_consensus, ("disagreements", "all", "off")
         ),
         broker_transport_options=broker_options,
     )

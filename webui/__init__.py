@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -18,14 +19,19 @@ def create_app(config: dict[str, Any] | None = None, *, runtime: Runtime | None 
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=runtime.settings.is_production,
+        SESSION_COOKIE_NAME="curation_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
     app.config.update(config or {})
     app.extensions["curation"] = runtime
 
-    from webui import errors, status
+    from webui import auth, errors, review, status
 
     errors.init_app(app)
+    auth.init_app(app)  # CSRF check, security headers, template helpers
+    app.register_blueprint(auth.blueprint)
     app.register_blueprint(status.blueprint)
+    app.register_blueprint(review.blueprint)
     return app
 
 

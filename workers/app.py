@@ -39,6 +39,10 @@ def make_celery() -> Celery:
                 "task": "curation.store.collect_orphans",
                 "schedule": 3600.0,
             },
+            "prune-queue-rankings": {
+                "task": "curation.queue.prune_rankings",
+                "schedule": 3600.0,
+            },
         },
     )
     return app

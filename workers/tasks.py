@@ -85,3 +85,14 @@ def sweep_outbox(limit: int = 5000) -> dict[str, Any]:
     for start in range(0, len(due), size):
         score_batch.delay(due[start : start + size])
     return {"sent": len(due)}
+
+
+@celery_app.task(name="curation.queue.prune_rankings", acks_late=True, time_limit=1800)
+def prune_queue_rankings() -> dict[str, Any]:
+    """Drop the rows of queue rankings a newer complete ranking has replaced."""
+    from curation.queue import prune_rankings
+
+    runtime = worker_runtime()
+    with runtime.factory() as session, session.begin():
+        removed = prune_rankings(session)
+    return {"removed": removed}

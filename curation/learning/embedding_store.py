@@ -167,6 +167,8 @@ def load(
         .order_by(ImageEmbedding.image_id)
     )
     if image_ids is None:
+        if session.get_bind().dialect.name == "postgresql":
+            return _load_all_postgres(session, root, space, crop)
         pairs = list(session.execute(query).tuples())
     else:
         wanted = list(image_ids)
@@ -180,3 +182,24 @@ def load(
     if len(rows) == 0:
         return ids, np.zeros((0, space.dim), np.float16)
     return ids, np.asarray(space_file(root, space).matrix()[rows])
+
+
+def _load_all_postgres(
+    session: Session, root: Path, space: EmbeddingSpace, crop: str
+) -> tuple[NDArray[np.int64], NDArray[np.float16]]:
+    """A whole space's mapping by binary COPY: a million (id, row) pairs in well under a second."""
+    from curation import pgcopy
+
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    quoted = crop.replace("'", "''")
+    with raw.cursor() as cursor:
+        pairs = pgcopy.copy_out_ints(
+            cursor,
+            "SELECT image_id::int8, row::int8 FROM image_embeddings"  # noqa: S608 (quoted)
+            f" WHERE space_id = {int(space.id)} AND crop_key = '{quoted}' ORDER BY image_id",
+            2,
+        )
+    if len(pairs) == 0:
+        return pairs[:, 0], np.zeros((0, space.dim), np.float16)
+    return pairs[:, 0].copy(), np.asarray(space_file(root, space).matrix()[pairs[:, 1]])

@@ -50,6 +50,31 @@ class Head:
             out[start : start + chunk] = logits
         return out
 
+    def probabilities_and_distance(
+        self, embeddings: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """(N, D) -> ((N, C) probabilities, (N,) cosine distance to the nearest centroid).
+
+        One standardisation and one matrix product serve both (scoring calls
+        it on chunks that fit in cache); equal to ``predict_proba`` and
+        ``nearest_class_distance``.
+        """
+        standard = self.standardise(embeddings)
+        both = standard @ self._fused_matrix()
+        logits = both[:, : self.n_classes] + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        norms = np.maximum(np.linalg.norm(standard, axis=1), 1e-12)
+        similarity = both[:, self.n_classes :].max(axis=1) / norms
+        return logits, (1.0 - similarity).astype(np.float32)
+
+    def _fused_matrix(self) -> NDArray[np.float32]:
+        fused: NDArray[np.float32] = np.ascontiguousarray(
+            np.concatenate([self.weights, self.centroids.T], axis=1), dtype=np.float32
+        )
+        return fused
+
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         np.savez(

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+import numpy as np
 
-from curation.learning import outbox
+from curation.learning import bulk_write, outbox
 from curation.learning.priority import Strategy
 from curation.learning.scoring import (
     LearningPaths,
@@ -18,13 +18,13 @@ from curation.learning.scoring import (
     load_model,
     score_images,
 )
-from curation.models import QueueItem, QueueStatus
+from curation.models import COLD_START_RANKING
 from curation.runtime import Runtime
 
 if TYPE_CHECKING:
     from curation.learning.backbones import LoadedBackbone
 
-COLD_START_REASON = "no model yet: queued to be labelled so a first model can be trained"
+COLD_START = "cold_start"
 
 
 @dataclass
@@ -56,30 +56,26 @@ def process_batch(
             runtime.factory, paths, model, good, strategy=strategy, random_share=random_share
         )
     else:
-        _queue_for_cold_start(runtime, good)
+        queue_for_cold_start(runtime, good)
     with runtime.factory() as session, session.begin():
         outbox.mark_done(session, good)
         outcome.dead = outbox.mark_failed(session, outcome.failed) if outcome.failed else []
     return outcome
 
 
-def _queue_for_cold_start(runtime: Runtime, image_ids: Sequence[int]) -> None:
+def queue_for_cold_start(runtime: Runtime, image_ids: Sequence[int]) -> None:
     """Without a model every new image needs a human; the order among them is
     chosen at hand-out time (typical, diverse images first)."""
+    ids = np.asarray(sorted(set(image_ids)), dtype=np.int64)
     now = datetime.now(UTC)
     with runtime.factory() as session, session.begin():
-        queued = set(
-            session.scalars(select(QueueItem.image_id).where(QueueItem.image_id.in_(image_ids)))
+        bulk_write.write_ranking(
+            session,
+            bulk_write.RankingRows(
+                ranking=COLD_START_RANKING,
+                image_ids=ids,
+                priority=np.full(len(ids), 0.5),
+                strategy=np.full(len(ids), COLD_START),
+            ),
         )
-        for image_id in image_ids:
-            if image_id not in queued:
-                session.add(
-                    QueueItem(
-                        image_id=image_id,
-                        status=QueueStatus.PENDING.value,
-                        priority=0.5,
-                        strategy="cold_start",
-                        reasons=[COLD_START_REASON],
-                        updated_at=now,
-                    )
-                )
+        bulk_write.open_items(session, ids, now)

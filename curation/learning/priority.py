@@ -10,7 +10,6 @@ so the lift of the queue over random labelling can be measured.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,16 +47,28 @@ class ScoredItems:
     labelled: NDArray[np.int64]
 
 
+def _mix64(values: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """splitmix64's finaliser: a well-spread 64-bit hash, vectorised (wraps by design)."""
+    z = values.astype(np.uint64, copy=True)
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
 def in_random_control(
     image_ids: NDArray[np.int64], *, share: float, seed: int
 ) -> NDArray[np.bool_]:
-    """A stable, seed-dependent choice of about ``share`` of the items (by image id)."""
-    threshold = int(share * 2**32)
-    digests = [
-        int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=4).digest(), "big")
-        for i in image_ids.tolist()
-    ]
-    return np.asarray(digests, dtype=np.int64) < threshold
+    """A stable, seed-dependent choice of about ``share`` of the items (by image id).
+
+    A hash of (seed, id), not a random draw: an image stays in or out of the
+    control group however often it is rescored.
+    """
+    salt = _mix64(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    hashed = _mix64(np.asarray(image_ids).astype(np.uint64) ^ salt)
+    return (hashed >> np.uint64(32)) < np.uint64(int(share * 2**32))
 
 
 def _component(items: ScoredItems, strategy: Strategy) -> NDArray[np.float64]:
@@ -83,8 +94,8 @@ def priorities(
     strategy: Strategy,
     random_share: float = 0.05,
     seed: int = 0,
-) -> tuple[NDArray[np.float64], list[str]]:
-    """(N,) priorities in [0, 1] and the strategy that set each one."""
+) -> tuple[NDArray[np.float64], NDArray[np.str_]]:
+    """(N,) priorities in [0, 1] and (N,) names of the strategy that set each one."""
     n = len(items.image_ids)
     if strategy is Strategy.BALANCED:
         novelty = np.clip((items.novelty - NOVELTY_FLOOR) / (1 - NOVELTY_FLOOR), 0, 1)
@@ -104,18 +115,18 @@ def priorities(
         ]
         winner = components.argmax(axis=0)
         priority = components.max(axis=0)
-        chosen = [names[w].value for w in winner]
+        chosen = np.asarray([name.value for name in names])[winner]
     elif strategy is Strategy.RANDOM:
         priority = np.random.default_rng(seed).random(n)
-        chosen = [Strategy.RANDOM.value] * n
+        chosen = np.full(n, Strategy.RANDOM.value)
     else:
         priority = _component(items, strategy)
-        chosen = [strategy.value] * n
+        chosen = np.full(n, strategy.value)
     if random_share > 0 and strategy is not Strategy.RANDOM:
         control = in_random_control(items.image_ids, share=random_share, seed=seed)
         priority = np.where(control, np.random.default_rng(seed + 1).random(n), priority)
-        chosen = [Strategy.RANDOM.value if c else s for c, s in zip(control, chosen, strict=True)]
-    return np.clip(priority, 0.0, 1.0), chosen
+        chosen = np.where(control, Strategy.RANDOM.value, chosen)
+    return np.clip(priority, 0.0, 1.0), chosen.astype(np.str_)
 
 
 def reasons_for(

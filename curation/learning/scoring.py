@@ -8,12 +8,13 @@ redelivered task finds its embeddings mapped and its scores present.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,10 +23,10 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from curation.exceptions import CurationError, NotFound
 from curation.geometry import Box
-from curation.learning import embedding_store
-from curation.learning.bulk_write import write_scores_and_queue
-from curation.learning.head import Head, nearest_class_distance, novelty_from_distance, train_head
-from curation.learning.priority import ScoredItems, Strategy, priorities, reasons_for
+from curation.labels import current_labels
+from curation.learning import bulk_write, embedding_store
+from curation.learning.head import Head, novelty_from_distance, train_head
+from curation.learning.priority import ScoredItems, Strategy, priorities
 from curation.models import (
     EmbeddingSpace,
     Image,
@@ -35,7 +36,6 @@ from curation.models import (
     LandmarkClass,
     ModelStatus,
     ModelVersion,
-    QueueStatus,
 )
 from curation.store import LocalImageStore
 
@@ -63,18 +63,6 @@ class EmbedOutcome:
 
 
 # --- what to embed -------------------------------------------------------------
-
-
-def _current_labels(session: Session, image_ids: Sequence[int] | None = None) -> list[Label]:
-    newer = aliased(Label)
-    query = select(Label).where(~exists().where(newer.supersedes_id == Label.id))
-    if image_ids is None:
-        return list(session.scalars(query).all())
-    ids = list(image_ids)
-    labels: list[Label] = []
-    for start in range(0, len(ids), 10000):
-        labels.extend(session.scalars(query.where(Label.image_id.in_(ids[start : start + 10000]))))
-    return labels
 
 
 def _crops(label: Label | None) -> list[tuple[str, Box | None]]:
@@ -111,7 +99,7 @@ def embed_missing(
             weights_id=backbone.weights_id,
             dim=backbone.spec.dim,
         )
-        labels = {label.image_id: label for label in _current_labels(session, image_ids)}
+        labels = {label.image_id: label for label in current_labels(session, image_ids)}
         keys = dict(
             session.execute(select(Image.id, Image.storage_key).where(Image.id.in_(image_ids)))
             .tuples()
@@ -171,7 +159,7 @@ def labelled_embeddings(
     """The current landmark labels with a cached embedding (the box crop where there is one)."""
     labels = [
         label
-        for label in _current_labels(session)
+        for label in current_labels(session)
         if label.verdict == LabelVerdict.LANDMARK.value and label.class_id is not None
     ]
     full_ids, full = embedding_store.load(session, paths.embeddings, space)
@@ -290,7 +278,10 @@ class LoadedModel:
     head: Head
     class_ids: list[int]
     class_names: list[str]
-    label_issues: dict[int, tuple[float, bool]]
+    # Confident learning on the training labels, sorted by image id.
+    label_issue_ids: NDArray[np.int64]
+    label_issue_scores: NDArray[np.float64]
+    label_issue_flags: NDArray[np.bool_]
 
 
 def load_model(session: Session, paths: LearningPaths, version_id: int) -> LoadedModel:
@@ -308,14 +299,16 @@ def load_model(session: Session, paths: LearningPaths, version_id: int) -> Loade
         .tuples()
         .all()
     )
-    issues: dict[int, tuple[float, bool]] = {}
+    issue_ids = np.zeros(0, dtype=np.int64)
+    issue_scores = np.zeros(0, dtype=np.float64)
+    issue_flags = np.zeros(0, dtype=bool)
     issues_file = paths.models / f"{version.artifact_key}.issues.npz"
     if issues_file.exists():
         with np.load(issues_file) as arrays:
-            for image_id, score, flagged in zip(
-                arrays["image_ids"], arrays["scores"], arrays["flagged"], strict=True
-            ):
-                issues[int(image_id)] = (float(score), bool(flagged))
+            order = np.argsort(arrays["image_ids"], kind="stable")
+            issue_ids = arrays["image_ids"][order].astype(np.int64)
+            issue_scores = arrays["scores"][order].astype(np.float64)
+            issue_flags = arrays["flagged"][order].astype(bool)
     session.expunge(space)
     return LoadedModel(
         version_id=version.id,
@@ -323,7 +316,9 @@ def load_model(session: Session, paths: LearningPaths, version_id: int) -> Loade
         head=head,
         class_ids=list(version.class_ids),
         class_names=[names.get(c, f"class {c}") for c in version.class_ids],
-        label_issues=issues,
+        label_issue_ids=issue_ids,
+        label_issue_scores=issue_scores,
+        label_issue_flags=issue_flags,
     )
 
 
@@ -336,12 +331,16 @@ def score_images(
     strategy: Strategy = Strategy.BALANCED,
     random_share: float = 0.05,
     seed: int = 0,
+    timings: dict[str, float] | None = None,
 ) -> int:
     """Score cached embeddings with ``model`` and queue what needs a human.
 
     ``image_ids`` None means every image with an embedding in the model's
-    space (a full rescoring). Returns the number of images scored.
+    space: a full rescoring, whose ranking then orders the queue (in the
+    same transaction). Returns the number of images scored; ``timings``,
+    if given, receives the seconds each phase took.
     """
+    clock = _PhaseClock(timings)
     with factory() as session:
         ids, vectors = embedding_store.load(
             session, paths.embeddings, model.space, image_ids=image_ids
@@ -349,103 +348,188 @@ def score_images(
         # A full rescoring reads every label and claim once instead of naming
         # a million ids in IN lists.
         wanted = None if image_ids is None else ids.tolist()
-        labels = {label.image_id: label for label in _current_labels(session, wanted)}
+        labels = _label_classes(session, wanted)
         claims = _claimed_classes(session, wanted)
     if len(ids) == 0:
+        if image_ids is None:
+            with factory() as session, session.begin():
+                bulk_write.mark_ranked(session, model.version_id, datetime.now(UTC))
         return 0
+    clock.lap("read")
     items, entropies = _score_arrays(model, ids, vectors, labels, claims)
     priority, chosen = priorities(items, strategy=strategy, random_share=random_share, seed=seed)
+    clock.lap("score")
+    flagged = _lookup(ids, model.label_issue_ids, model.label_issue_flags, False)
+    has_label = _lookup(ids, labels[0], np.ones(len(labels[0]), dtype=bool), False)
+    needs_human = (items.labelled < 0) | flagged | ~has_label
+    scores = bulk_write.ScoreRows(
+        model_version_id=model.version_id,
+        image_ids=ids,
+        top_classes=np.asarray(model.class_ids, dtype=np.int64)[items.top_classes],
+        top_probabilities=items.top_probabilities,
+        entropy=entropies,
+        margin=items.margin,
+        least_confidence=1.0 - items.top_probabilities[:, 0].astype(np.float64),
+        novelty=items.novelty,
+        reporter_disagreement=np.where(items.claimed >= 0, items.disagreement, np.nan),
+        label_issue=items.label_issue,
+    )
+    ranking = bulk_write.RankingRows(
+        ranking=model.version_id,
+        image_ids=ids[needs_human],
+        priority=priority[needs_human],
+        strategy=chosen[needs_human],
+    )
     now = datetime.now(UTC)
-    score_rows = [
-        (
-            model.version_id,
-            int(items.image_ids[n]),
-            [model.class_ids[c] for c in items.top_classes[n].tolist()],
-            [round(float(p), 5) for p in items.top_probabilities[n]],
-            float(entropies[n]),
-            float(items.margin[n]),
-            float(1.0 - items.top_probabilities[n][0]),
-            float(items.novelty[n]),
-            None if items.claimed[n] < 0 else float(items.disagreement[n]),
-            None if np.isnan(items.label_issue[n]) else float(items.label_issue[n]),
-            now,
-        )
-        for n in range(len(ids))
-    ]
-    needs_human = [
-        n
-        for n in range(len(ids))
-        if items.labelled[n] < 0
-        or model.label_issues.get(int(items.image_ids[n]), (0.0, False))[1]
-        or int(items.image_ids[n]) not in labels
-    ]
-    queue_rows = [
-        (
-            int(items.image_ids[n]),
-            QueueStatus.PENDING.value,
-            float(priority[n]),
-            chosen[n],
-            reasons_for(items, n, class_names=model.class_names, n_known=len(model.class_ids)),
-            model.version_id,
-            now,
-        )
-        for n in needs_human
-    ]
     with factory() as session, session.begin():
-        write_scores_and_queue(session, score_rows, queue_rows)
+        bulk_write.write_scores(session, scores, now)
+        clock.lap("write_scores")
+        bulk_write.write_ranking(session, ranking)
+        clock.lap("write_ranking")
+        bulk_write.open_items(session, ranking.image_ids, now)
+        clock.lap("open_items")
+        if image_ids is None:
+            bulk_write.mark_ranked(session, model.version_id, now)
+    clock.lap("commit")
     return len(ids)
 
 
-def _claimed_classes(session: Session, image_ids: list[int] | None) -> dict[int, int | None]:
+class _PhaseClock:
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        if self.timings is not None:
+            self.timings[phase] = round(now - self.last, 3)
+        self.last = now
+
+
+# (image ids, class ids or -1 where the label is "not a landmark"), sorted by image id.
+LabelClasses = tuple[NDArray[np.int64], NDArray[np.int64]]
+
+
+def _label_classes(session: Session, image_ids: list[int] | None) -> LabelClasses:
+    """The class of each image's current label (-1 for "not a landmark")."""
+    newer = aliased(Label)
+    query = select(Label.image_id, Label.class_id, Label.verdict).where(
+        ~exists().where(newer.supersedes_id == Label.id)
+    )
+    rows: list[tuple[int, int | None, str]] = []
+    if image_ids is None:
+        rows.extend(session.execute(query).tuples())
+    else:
+        for start in range(0, len(image_ids), 10000):
+            chunk = image_ids[start : start + 10000]
+            rows.extend(session.execute(query.where(Label.image_id.in_(chunk))).tuples())
+    rows.sort()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    classes = np.fromiter(
+        (r[1] if r[1] is not None and r[2] == LabelVerdict.LANDMARK.value else -1 for r in rows),
+        dtype=np.int64,
+        count=len(rows),
+    )
+    return ids, classes
+
+
+def _claimed_classes(session: Session, image_ids: list[int] | None) -> LabelClasses:
+    """The class each reporter claimed, by image (the last report wins)."""
     query = select(ImageSource.image_id, ImageSource.claimed_class_id).where(
         ImageSource.kind == "report", ImageSource.claimed_class_id.is_not(None)
     )
+    claims: dict[int, int] = {}
     if image_ids is None:
-        return dict(session.execute(query).tuples().all())
-    claims: dict[int, int | None] = {}
-    for start in range(0, len(image_ids), 10000):
-        chunk = image_ids[start : start + 10000]
-        claims.update(session.execute(query.where(ImageSource.image_id.in_(chunk))).tuples().all())
-    return claims
+        claims.update(session.execute(query.order_by(ImageSource.id)).tuples().all())  # type: ignore[arg-type]
+    else:
+        for start in range(0, len(image_ids), 10000):
+            chunk = image_ids[start : start + 10000]
+            claims.update(
+                session.execute(  # type: ignore[arg-type]
+                    query.where(ImageSource.image_id.in_(chunk)).order_by(ImageSource.id)
+                )
+                .tuples()
+                .all()
+            )
+    ids = np.asarray(sorted(claims), dtype=np.int64)
+    return ids, np.asarray([claims[int(i)] for i in ids], dtype=np.int64)
+
+
+def _lookup(
+    ids: NDArray[np.int64], keys: NDArray[np.int64], values: NDArray[Any], default: Any
+) -> NDArray[Any]:
+    """``values`` at the position of each of ``ids`` in sorted ``keys``, else ``default``."""
+    if len(keys) == 0:
+        return np.full(len(ids), default, dtype=values.dtype)
+    position = np.clip(np.searchsorted(keys, ids), 0, len(keys) - 1)
+    found = keys[position] == ids
+    return np.where(found, values[position], default)
+
+
+def _class_indices(class_ids: NDArray[np.int64], model: LoadedModel) -> NDArray[np.int64]:
+    """Model output index of each class id; -1 for classes the model does not know."""
+    known = np.asarray(model.class_ids, dtype=np.int64)
+    order = np.argsort(known)
+    return _lookup(class_ids, known[order], order.astype(np.int64), -1)
+
+
+# Rows scored at a time: small enough for the intermediate arrays to stay in
+# cache, large enough for the matrix products to run at full speed.
+SCORING_CHUNK = 16384
+
+
+def _top_k(probs: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Indices and values of the k largest of each row, best first (ties: lowest index)."""
+    rows = np.arange(len(probs))
+    work = probs.copy()
+    top = np.empty((len(probs), k), dtype=np.int64)
+    values = np.empty((len(probs), k), dtype=np.float32)
+    # k argmax passes beat a partition of every row for the k <= 5 used here.
+    for j in range(k):
+        best = work.argmax(axis=1)
+        top[:, j] = best
+        values[:, j] = probs[rows, best]
+        work[rows, best] = -1.0
+    return top, values
 
 
 def _score_arrays(
     model: LoadedModel,
     ids: NDArray[np.int64],
     vectors: NDArray[np.float16],
-    labels: dict[int, Label],
-    claims: dict[int, int | None],
+    labels: LabelClasses,
+    claims: LabelClasses,
 ) -> tuple[ScoredItems, NDArray[np.float64]]:
     """The scores of every item, and its entropy over all classes (normalised to [0, 1])."""
     from curation.learning.scores import entropy
 
-    probs = model.head.predict_proba(vectors)
-    k = min(TOP_K, probs.shape[1])
-    top = np.argsort(-probs, axis=1)[:, :k]
-    top_p = np.take_along_axis(probs, top, axis=1)
-    margin = (top_p[:, 0] - top_p[:, 1]) if k > 1 else np.ones(len(ids))
-    novelty = novelty_from_distance(model.head, nearest_class_distance(model.head, vectors))
-    index_of = {class_id: n for n, class_id in enumerate(model.class_ids)}
-    claimed = np.asarray([index_of.get(claims.get(int(i)) or -1, -1) for i in ids], dtype=np.int64)
-    disagreement = np.where(
-        claimed >= 0, 1.0 - probs[np.arange(len(ids)), np.maximum(claimed, 0)], np.nan
-    )
-    labelled = np.asarray(
-        [index_of.get(labels[int(i)].class_id or -1, -1) if int(i) in labels else -1 for i in ids],
-        dtype=np.int64,
-    )
-    label_issue = np.asarray(
-        [model.label_issues.get(int(i), (np.nan, False))[0] for i in ids], dtype=np.float64
-    )
+    n = len(ids)
+    k = min(TOP_K, model.head.n_classes)
+    claimed = _class_indices(_lookup(ids, claims[0], claims[1], -1), model)
+    top = np.empty((n, k), dtype=np.int64)
+    top_p = np.empty((n, k), dtype=np.float32)
+    entropies = np.empty(n, dtype=np.float64)
+    distance = np.empty(n, dtype=np.float32)
+    disagreement = np.full(n, np.nan)
+    for start in range(0, n, SCORING_CHUNK):
+        part = slice(start, start + SCORING_CHUNK)
+        probs, distance[part] = model.head.probabilities_and_distance(vectors[part])
+        top[part], top_p[part] = _top_k(probs, k)
+        entropies[part] = entropy(probs)
+        rows = np.flatnonzero(claimed[part] >= 0)
+        disagreement[start + rows] = 1.0 - probs[rows, claimed[part][rows]]
+    margin = (top_p[:, 0] - top_p[:, 1]).astype(np.float64) if k > 1 else np.ones(n)
+    labelled = _class_indices(_lookup(ids, labels[0], labels[1], -1), model)
+    label_issue = _lookup(ids, model.label_issue_ids, model.label_issue_scores, np.nan)
     items = ScoredItems(
         image_ids=ids,
-        top_classes=top.astype(np.int64),
-        top_probabilities=top_p.astype(np.float32),
-        margin=margin.astype(np.float64),
-        novelty=novelty,
-        disagreement=disagreement.astype(np.float64),
-        label_issue=label_issue,
+        top_classes=top,
+        top_probabilities=top_p,
+        margin=margin,
+        novelty=novelty_from_distance(model.head, distance),
+        disagreement=disagreement,
+        label_issue=label_issue.astype(np.float64),
         claimed=claimed,
         labelled=labelled,
     )
-    return items, entropy(probs)
+    return items, entropies

@@ -5,6 +5,7 @@ from curation.models.audit import AuditEntry
 from curation.models.images import Image, NearDuplicateGroup
 from curation.models.labels import Label, LabelVerdict
 from curation.models.learning import (
+    COLD_START_RANKING,
     EmbeddingSpace,
     ImageEmbedding,
     ImageScore,
@@ -12,16 +13,21 @@ from curation.models.learning import (
     ModelStatus,
     ModelVersion,
     QueueItem,
+    QueueOrder,
     QueueStatus,
     ScoringJob,
 )
+from curation.models.review import DecisionAction, DecisionOutcome, ReviewDecision
 from curation.models.sources import ImageSource, SourceKind
 from curation.models.taxonomy import ClassAlias, ClassStatus, LandmarkClass
 
 __all__ = [
+    "COLD_START_RANKING",
     "AuditEntry",
     "ClassAlias",
     "ClassStatus",
+    "DecisionAction",
+    "DecisionOutcome",
     "EmbeddingSpace",
     "Image",
     "ImageEmbedding",
@@ -35,7 +41,9 @@ __all__ = [
     "ModelVersion",
     "NearDuplicateGroup",
     "QueueItem",
+    "QueueOrder",
     "QueueStatus",
+    "ReviewDecision",
     "ScoringJob",
     "SourceKind",
     "User",

@@ -57,3 +57,11 @@ def test_novelty_is_high_for_an_unknown_landmark(trained) -> None:
     assert np.median(known) < 0.7
     assert np.median(unknown) > 0.95
     assert np.all((unknown >= 0) & (unknown <= 1))
+
+
+def test_fused_scoring_equals_the_separate_computations(trained) -> None:
+    x, _, novel, head, _ = trained
+    both = np.concatenate([x, novel])
+    probs, distance = head.probabilities_and_distance(both)
+    np.testing.assert_allclose(probs, head.predict_proba(both), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(distance, nearest_class_distance(head, both), atol=1e-5)

@@ -43,7 +43,7 @@ def test_single_strategies_use_their_own_signal() -> None:
 
 def test_balanced_takes_the_strongest_reason() -> None:
     p, chosen = priorities(_items(), strategy=Strategy.BALANCED, random_share=0)
-    assert chosen == ["uncertainty", "disagreement", "novelty", "label_error"]
+    assert list(chosen) == ["uncertainty", "disagreement", "novelty", "label_error"]
     np.testing.assert_allclose(p, [0.97, 0.95, 0.9, 0.9], atol=1e-9)
 
 
@@ -70,3 +70,16 @@ def test_reasons_read_like_sentences() -> None:
         "labelled N Seoul Tower, but the label looks wrong"
         in reasons_for(items, 3, class_names=NAMES, n_known=3)[0]
     )
+
+
+def test_top_k_matches_a_full_sort_best_first() -> None:
+    from curation.learning.scoring import _top_k
+
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.ones(12), size=300).astype(np.float32)
+    top, values = _top_k(probs, 5)
+    expected = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(top, expected)
+    np.testing.assert_array_equal(values, np.take_along_axis(probs, expected, axis=1))
+    tied = np.asarray([[0.25, 0.25, 0.5]], dtype=np.float32)
+    assert _top_k(tied, 3)[0].tolist() == [[2, 0, 1]]  # ties: the lower index first

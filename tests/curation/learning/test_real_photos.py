@@ -21,7 +21,7 @@ from curation.ingest.runner import IngestRunner
 from curation.learning.backbones import load_backbone
 from curation.learning.pipeline import process_batch
 from curation.learning.scoring import LearningPaths, load_model, score_images, train_model
-from curation.models import ImageScore, ImageSource, QueueItem, ScoringJob
+from curation.models import ImageScore, ImageSource, QueueOrder, ScoringJob
 from curation.queue import top_items
 from curation.runtime import build_runtime
 from tests.conftest import SHARED_WEIGHTS, shared_data
@@ -77,9 +77,13 @@ def test_queue_puts_new_landmarks_first(settings, tmp_path: Path) -> None:
     assert new_landmarks >= 14, folders
     with runtime.factory() as session:
         rows = session.execute(
-            select(QueueItem.priority, ImageSource.original_path)
-            .join(ImageSource, ImageSource.image_id == QueueItem.image_id)
-            .where(ImageSource.kind == "crawl", QueueItem.strategy != "random")
+            select(QueueOrder.priority, ImageSource.original_path)
+            .join(ImageSource, ImageSource.image_id == QueueOrder.image_id)
+            .where(
+                QueueOrder.ranking == version,
+                ImageSource.kind == "crawl",
+                QueueOrder.strategy != "random",
+            )
         ).all()
     new = np.array([p for p, path in rows if path.split("/")[0] not in KNOWN])
     known = np.array([p for p, path in rows if path.split("/")[0] in KNOWN])

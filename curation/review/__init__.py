@@ -1,0 +1,1 @@
+"""The reviewers' queue: claiming items with leases, deciding, undoing, consensus."""
