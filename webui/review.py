@@ -215,7 +215,11 @@ def _stored(image_id: int) -> tuple[Any, str]:
         image = session.get(Image, image_id)
         if image is None:
             abort(404)
-        return runtime.store.path_for(image.storage_key), image.stored_format
+        path = runtime.store.path_for(image.storage_key)
+        if not path.is_file():
+            # A row whose file is gone (a crashed write, a restored backup).
+            abort(404)
+        return path, image.stored_format
 
 
 @blueprint.get("/images/<int:image_id>")
