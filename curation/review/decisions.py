@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from curation.exceptions import Conflict, NotFound, RejectedInput
@@ -346,7 +346,15 @@ def _apply(
                 .where(
                     Image.group_id == image.group_id,
                     QueueItem.id != item.id,
-                    QueueItem.status == QueueStatus.PENDING.value,
+                    # Open ones, and the ones this reviewer holds (the page
+                    # claims the next item ahead, often a near-duplicate).
+                    or_(
+                        QueueItem.status == QueueStatus.PENDING.value,
+                        and_(
+                            QueueItem.status == QueueStatus.CLAIMED.value,
+                            QueueItem.claimed_by == user.id,
+                        ),
+                    ),
                     QueueItem.stage == 1,
                 )
                 .with_for_update(skip_locked=True, of=QueueItem)
@@ -465,7 +473,9 @@ def _check_undoable(item: QueueItem, decision: ReviewDecision, user: User) -> No
 
 
 def _set_state(item: QueueItem, state: dict[str, Any], now: datetime) -> None:
-    item.status = state["status"]
+    # A claim is not restored (its lease is gone): the item goes back in line.
+    claimed = state["status"] == QueueStatus.CLAIMED.value
+    item.status = QueueStatus.PENDING.value if claimed else state["status"]
     item.stage = state["stage"]
     item.first_decision_id = state["first_decision_id"]
     item.first_reviewer_id = state["first_reviewer_id"]

@@ -232,6 +232,8 @@ def test_apply_to_group_labels_the_open_near_duplicates(any_runtime: Runtime) ->
     ann = _user(any_runtime, ids["ann"])
     item = _claim(any_runtime, ann)
     assert item is not None and item.image_id == 1
+    ahead = _claim(any_runtime, ann)  # the page claims the next item ahead
+    assert ahead is not None and ahead.image_id == 2
     request = {"action": "label", "class_id": ids["gyeongbokgung"], "apply_to_group": True}
     _decide(any_runtime, ann, item.id, **request)
     with any_runtime.factory() as session:
