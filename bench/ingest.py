@@ -21,6 +21,10 @@ project dependency; without it the plot is skipped with a note).
 
 from __future__ import annotations
 
+import _path  # noqa: F401 (first: keeps bench/queue.py from shadowing the stdlib)
+
+# isort: split
+
 import argparse
 import itertools
 import json

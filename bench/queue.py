@@ -8,49 +8,34 @@ item must be claimed exactly once. Prints JSON.
     .venv/bin/python bench/queue.py --n 1000000 --seconds 30
 """
 
-# ruff: noqa: E402
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _path  # noqa: F401 (first: keeps bench/queue.py from shadowing the stdlib)
 
-# This file is named queue.py (the issue names it so): keep its folder off the
-# import path, or it would shadow the standard library's queue module.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# isort: split
 
 import argparse
-import io
 import json
-import os
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
+from _postgres import IMAGE_COLUMNS, copy_text, fresh_database, image_rows
 from sqlalchemy import text
 
 from curation import migrate
 from curation.accounts import create_user
 from curation.db import make_engine, make_session_factory
 from curation.learning import bulk_write
-from curation.models import User
+from curation.models import COLD_START_STRATEGY, User
 from curation.review.claims import claim_next
 from curation.review.decisions import DecisionRequest, decide
 
-ADMIN_URL = os.environ.get(
-    "CURATION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 LEASE = timedelta(minutes=10)
-
-
-def _admin(statement: str) -> None:
-    engine = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(statement))
-    engine.dispose()
 
 
 def _load_images(session, n: int) -> None:
@@ -68,18 +53,7 @@ def _load_images(session, n: int) -> None:
             [{"i": i, "sha": f"{i:064x}"} for i in range(1, n + 1)],
         )
         return
-    buffer = io.StringIO()
-    for i in range(1, n + 1):
-        buffer.write(f"{i}\t{i:064x}\t{i}\t640\t480\tjpeg\t1000\t{i:064x}\tjpeg\t1\t2026-01-01\n")
-    buffer.seek(0)
-    raw = connection.connection.driver_connection
-    columns = (
-        "id, sha256, phash, width, height, format, byte_size, storage_key, stored_format,"
-        " group_id, created_at"
-    )
-    with raw.cursor() as cursor, cursor.copy(f"COPY images ({columns}) FROM STDIN") as copy:
-        while chunk := buffer.read(1 << 20):
-            copy.write(chunk)
+    copy_text(connection, "images", IMAGE_COLUMNS, image_rows(n))
 
 
 def _setup(url: str, n: int, reviewers: int) -> list[User]:
@@ -93,7 +67,10 @@ def _setup(url: str, n: int, reviewers: int) -> list[User]:
         bulk_write.write_ranking(
             session,
             bulk_write.RankingRows(
-                ranking=0, image_ids=ids, priority=rng.random(n), strategy=np.full(n, "cold_start")
+                ranking=0,
+                image_ids=ids,
+                priority=rng.random(n),
+                strategy=np.full(n, COLD_START_STRATEGY),
             ),
         )
         bulk_write.open_items(session, ids, datetime.now(UTC))
@@ -191,18 +168,13 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, object] = {"benchmark": "bench/queue.py"}
 
-    name = f"curation_bench_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rpartition("/")[0] + f"/{name}"
-    try:
+    with fresh_database() as url:
         started = time.perf_counter()
         users = _setup(url, args.n, 16)
         postgres = {"items": args.n, "setup_s": round(time.perf_counter() - started, 1)}
         postgres |= _run(url, users, args.seconds)
         postgres["p99_claim_under_25ms"] = postgres["claim_ms"]["p99"] < 25  # type: ignore[index]
         results["postgresql"] = postgres
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     folder = Path(tempfile.mkdtemp(prefix="queue-bench-"))
     sqlite_url = f"sqlite:///{folder / 'bench.db'}"

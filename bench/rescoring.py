@@ -13,17 +13,20 @@ the ranking made current. Prints JSON.
 
 from __future__ import annotations
 
+import _path  # noqa: F401 (first: keeps bench/queue.py from shadowing the stdlib)
+
+# isort: split
+
 import argparse
 import io
 import json
-import os
 import resource
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
+from _postgres import IMAGE_COLUMNS, copy_text, fresh_database, image_rows
 from sqlalchemy import func, select, text
 
 from curation import migrate
@@ -42,25 +45,6 @@ from curation.models import (
     QueueStatus,
 )
 from curation.queue import current_ranking
-
-ADMIN_URL = os.environ.get(
-    "CURATION_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def _admin(statement: str) -> None:
-    engine = make_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(statement))
-    engine.dispose()
-
-
-def _copy(connection, table: str, columns: str, rows: io.StringIO) -> None:
-    raw = connection.connection.driver_connection
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        rows.seek(0)
-        while chunk := rows.read(1 << 20):
-            copy.write(chunk)
 
 
 def _model_version(session, paths, space_id, classes, vectors, owners, rng, seed) -> int:
@@ -94,11 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     n, dim = args.n, args.dim
 
-    name = f"curation_bench_{uuid.uuid4().hex[:8]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rpartition("/")[0] + f"/{name}"
     workdir = Path(tempfile.mkdtemp(prefix="rescoring-"))
-    try:
+    with fresh_database() as url:
         migrate.upgrade(url)
         engine = make_engine(url)
         factory = make_session_factory(engine)
@@ -114,19 +95,7 @@ def main() -> None:
             connection.execute(
                 text("INSERT INTO near_duplicate_groups (id, created_at) VALUES (1, now())")
             )
-            buffer = io.StringIO()
-            for i in range(1, n + 1):
-                sha = f"{i:064x}"
-                buffer.write(
-                    f"{i}\t{sha}\t{i}\t224\t224\tjpeg\t1000\t{sha[:2]}/{sha[2:4]}/{sha}.jpg\tjpeg\t1\t2026-01-01\n"
-                )
-            _copy(
-                connection,
-                "images",
-                "id, sha256, phash, width, height, format, byte_size, storage_key,"
-                " stored_format, group_id, created_at",
-                buffer,
-            )
+            copy_text(connection, "images", IMAGE_COLUMNS, image_rows(n))
             space = embedding_store.get_or_create_space(
                 session, key="bench:none", backbone="bench", weights_id="none", dim=dim
             )
@@ -134,7 +103,7 @@ def main() -> None:
             buffer = io.StringIO()
             for i in range(n):
                 buffer.write(f"{space.id}\t{i + 1}\tfull\t{first + i}\t2026-01-01\n")
-            _copy(
+            copy_text(
                 connection,
                 "image_embeddings",
                 "space_id, image_id, crop_key, row, created_at",
@@ -205,8 +174,6 @@ def main() -> None:
                 indent=2,
             )
         )
-    finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

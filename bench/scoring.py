@@ -33,6 +33,10 @@ batch sizes.
 
 from __future__ import annotations
 
+import _path  # noqa: F401 (first: keeps bench/queue.py from shadowing the stdlib)
+
+# isort: split
+
 import argparse
 import json
 import os

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.orm import Session, aliased
 
 from curation.geometry import Box
 from curation.models import Label, LabelVerdict
 
 
-def current_label(session: Session, image_id: int) -> Label | None:
+def is_current() -> ColumnElement[bool]:
+    """True for a label no newer label supersedes (the head of its chain)."""
     newer = aliased(Label)
+    return ~exists().where(newer.supersedes_id == Label.id)
+
+
+def current_label(session: Session, image_id: int) -> Label | None:
     return session.scalars(
         select(Label)
         .where(Label.image_id == image_id)
-        .where(~exists().where(newer.supersedes_id == Label.id))
+        .where(is_current())
         .order_by(Label.id.desc())
         .limit(1)
     ).first()
@@ -24,8 +29,7 @@ def current_label(session: Session, image_id: int) -> Label | None:
 
 def current_labels(session: Session, image_ids: Sequence[int] | None = None) -> list[Label]:
     """The current label of each of ``image_ids`` that has one (of every image if None)."""
-    newer = aliased(Label)
-    query = select(Label).where(~exists().where(newer.supersedes_id == Label.id))
+    query = select(Label).where(is_current())
     if image_ids is None:
         return list(session.scalars(query).all())
     ids = list(image_ids)

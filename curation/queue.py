@@ -15,6 +15,7 @@ from curation.learning.priority import ScoredItems, Strategy, reasons_for
 from curation.learning.scoring import LearningPaths, champion
 from curation.models import (
     COLD_START_RANKING,
+    COLD_START_STRATEGY,
     EmbeddingSpace,
     ImageScore,
     ImageSource,
@@ -48,7 +49,7 @@ class QueueEntry:
         }
 
 
-def _source_dict(source: ImageSource) -> dict[str, Any]:
+def source_dict(source: ImageSource) -> dict[str, Any]:
     fields = {
         "report": ("reporter_id", "claimed_class_name", "predicted_class_name", "note"),
         "crawl": ("crawler", "source_url", "original_path"),
@@ -62,6 +63,11 @@ RANDOM_CONTROL_REASON = (
     "in the random control share: placed at random so the queue's lift over"
     " random labelling can be measured"
 )
+
+
+def with_control_reason(strategy: str | None, reasons: list[str]) -> list[str]:
+    """``reasons``, led by the random-control one for an item placed at random."""
+    return [RANDOM_CONTROL_REASON, *reasons] if strategy == Strategy.RANDOM.value else reasons
 
 
 def current_ranking(session: Session) -> int:
@@ -156,15 +162,14 @@ def top_items(
     for source in session.scalars(
         select(ImageSource).where(ImageSource.image_id.in_(image_ids)).order_by(ImageSource.id)
     ):
-        sources.setdefault(source.image_id, []).append(_source_dict(source))
+        sources.setdefault(source.image_id, []).append(source_dict(source))
     reasons = item_reasons(session, ranking, image_ids)
     return [
         QueueEntry(
             image_id=item.image_id,
             priority=item.priority,
             strategy=item.strategy,
-            reasons=([RANDOM_CONTROL_REASON] if item.strategy == Strategy.RANDOM.value else [])
-            + reasons.get(item.image_id, []),
+            reasons=with_control_reason(item.strategy, reasons.get(item.image_id, [])),
             sources=sources.get(item.image_id, []),
         )
         for item in chosen
@@ -251,7 +256,7 @@ def item_reasons(session: Session, ranking: int, image_ids: list[int]) -> dict[i
 def _pick(items: list[_Ranked], matrix: np.ndarray[Any, Any], n: int) -> list[int]:
     from curation.learning.selection import diverse_top, typical_diverse
 
-    if all(item.strategy == "cold_start" for item in items):
+    if all(item.strategy == COLD_START_STRATEGY for item in items):
         return [int(k) for k in typical_diverse(matrix, k=n)]
     priorities = np.asarray([item.priority for item in items], dtype=np.float64)
     return [int(k) for k in diverse_top(priorities, matrix, k=n)]

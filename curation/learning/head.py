@@ -44,10 +44,7 @@ class Head:
         out = np.empty((len(embeddings), self.n_classes), dtype=np.float32)
         for start in range(0, len(embeddings), chunk):
             logits = self.standardise(embeddings[start : start + chunk]) @ self.weights + self.bias
-            logits -= logits.max(axis=1, keepdims=True)
-            np.exp(logits, out=logits)
-            logits /= logits.sum(axis=1, keepdims=True)
-            out[start : start + chunk] = logits
+            out[start : start + chunk] = _softmax_rows(logits)
         return out
 
     def probabilities_and_distance(
@@ -61,13 +58,10 @@ class Head:
         """
         standard = self.standardise(embeddings)
         both = standard @ self._fused_matrix()
-        logits = both[:, : self.n_classes] + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
+        probabilities = _softmax_rows(both[:, : self.n_classes] + self.bias)
         norms = np.maximum(np.linalg.norm(standard, axis=1), 1e-12)
         similarity = both[:, self.n_classes :].max(axis=1) / norms
-        return logits, (1.0 - similarity).astype(np.float32)
+        return probabilities, (1.0 - similarity).astype(np.float32)
 
     def _fused_matrix(self) -> NDArray[np.float32]:
         fused: NDArray[np.float32] = np.ascontiguousarray(
@@ -173,6 +167,14 @@ def train_head(
     )
     curves = {name: [float(v) for v in values] for name, values in history.history.items()}
     return head, curves
+
+
+def _softmax_rows(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Row-wise softmax, in place (shifted by the row maximum so exp cannot overflow)."""
+    logits -= logits.max(axis=1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=1, keepdims=True)
+    return logits
 
 
 def _unit(rows: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -18,13 +18,11 @@ from curation.learning.scoring import (
     load_model,
     score_images,
 )
-from curation.models import COLD_START_RANKING
+from curation.models import COLD_START_RANKING, COLD_START_STRATEGY
 from curation.runtime import Runtime
 
 if TYPE_CHECKING:
     from curation.learning.backbones import LoadedBackbone
-
-COLD_START = "cold_start"
 
 
 @dataclass
@@ -75,7 +73,7 @@ def queue_for_cold_start(runtime: Runtime, image_ids: Sequence[int]) -> None:
                 ranking=COLD_START_RANKING,
                 image_ids=ids,
                 priority=np.full(len(ids), 0.5),
-                strategy=np.full(len(ids), COLD_START),
+                strategy=np.full(len(ids), COLD_START_STRATEGY),
             ),
         )
         bulk_write.open_items(session, ids, now)

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from curation.exceptions import CurationError, NotFound
 from curation.geometry import Box
-from curation.labels import current_labels
+from curation.labels import current_labels, is_current
 from curation.learning import bulk_write, embedding_store
 from curation.learning.head import Head, novelty_from_distance, train_head
 from curation.learning.priority import ScoredItems, Strategy, priorities
@@ -412,10 +412,7 @@ LabelClasses = tuple[NDArray[np.int64], NDArray[np.int64]]
 
 def _label_classes(session: Session, image_ids: list[int] | None) -> LabelClasses:
     """The class of each image's current label (-1 for "not a landmark")."""
-    newer = aliased(Label)
-    query = select(Label.image_id, Label.class_id, Label.verdict).where(
-        ~exists().where(newer.supersedes_id == Label.id)
-    )
+    query = select(Label.image_id, Label.class_id, Label.verdict).where(is_current())
     rows: list[tuple[int, int | None, str]] = []
     if image_ids is None:
         rows.extend(session.execute(query).tuples())

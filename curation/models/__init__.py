@@ -6,6 +6,7 @@ from curation.models.images import Image, NearDuplicateGroup
 from curation.models.labels import Label, LabelVerdict
 from curation.models.learning import (
     COLD_START_RANKING,
+    COLD_START_STRATEGY,
     EmbeddingSpace,
     ImageEmbedding,
     ImageScore,
@@ -23,6 +24,7 @@ from curation.models.taxonomy import ClassAlias, ClassStatus, LandmarkClass
 
 __all__ = [
     "COLD_START_RANKING",
+    "COLD_START_STRATEGY",
     "AuditEntry",
     "ClassAlias",
     "ClassStatus",

@@ -150,6 +150,8 @@ class QueueItem(Base):
 
 
 COLD_START_RANKING = 0
+# The strategy of items queued before any model (hand-out order: typical, diverse).
+COLD_START_STRATEGY = "cold_start"
 
 
 class QueueOrder(Base):

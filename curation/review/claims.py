@@ -20,7 +20,9 @@ from sqlalchemy import ColumnElement, and_, exists, literal_column, or_, select,
 from sqlalchemy.orm import Session
 
 from curation.exceptions import Conflict, NotFound, RejectedInput
+from curation.learning.priority import Strategy
 from curation.models import (
+    COLD_START_STRATEGY,
     ImageScore,
     ImageSource,
     QueueItem,
@@ -35,7 +37,7 @@ from curation.queue import current_ranking
 
 # Stage 3: a disputed item, resolved by an admin.
 ADMIN_STAGE = 3
-REASONS = ("uncertainty", "novelty", "label_error", "disagreement", "random", "cold_start")
+REASONS = (*(s.value for s in Strategy if s is not Strategy.BALANCED), COLD_START_STRATEGY)
 DISPUTED = "disputed"
 
 

@@ -258,6 +258,7 @@ def decide(
     session.add(decision)
     session.flush()
     replaced: list[dict[str, Any] | None] = []
+    first = session.get(ReviewDecision, item.first_decision_id) if item.stage == 2 else None
     if request.action is DecisionAction.SKIP:
         _close(
             item,
@@ -270,15 +271,16 @@ def decide(
         item.first_decision_id = decision.id
         item.first_reviewer_id = user.id
         _close(item, now, QueueStatus.PENDING)
-    elif item.stage == 2 and not _agrees(session, item, class_id):
+    elif item.stage == 2 and (first is None or first.class_id != class_id):
         decision.outcome = DecisionOutcome.DISPUTED.value
         item.stage = ADMIN_STAGE
         _close(item, now, QueueStatus.DISPUTED)
     else:
         if item.stage == 2:
             decision.outcome = DecisionOutcome.AGREED.value
-            box = request.box or _first_box(session, item)
-            group = request.apply_to_group or _first_wanted_group(session, item)
+            assert first is not None  # agreed with it
+            box = request.box or first.box
+            group = request.apply_to_group or bool(first.restore.get("group"))
         else:
             decision.outcome = (
                 DecisionOutcome.PROPOSED.value
@@ -308,21 +310,6 @@ def decide(
         )
     )
     return decision
-
-
-def _agrees(session: Session, item: QueueItem, class_id: int | None) -> bool:
-    first = session.get(ReviewDecision, item.first_decision_id)
-    return first is not None and first.class_id == class_id
-
-
-def _first_box(session: Session, item: QueueItem) -> Box | None:
-    first = session.get(ReviewDecision, item.first_decision_id)
-    return first.box if first is not None else None
-
-
-def _first_wanted_group(session: Session, item: QueueItem) -> bool:
-    first = session.get(ReviewDecision, item.first_decision_id)
-    return bool(first is not None and first.restore.get("group"))
 
 
 def _apply(

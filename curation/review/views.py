@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from curation.labels import current_label
+from curation.labels import current_label, is_current
 from curation.models import (
     ClassAlias,
     ClassStatus,
@@ -24,19 +24,10 @@ from curation.models import (
     QueueOrder,
     ReviewDecision,
 )
-from curation.queue import RANDOM_CONTROL_REASON, current_ranking, item_reasons
+from curation.queue import current_ranking, item_reasons, source_dict, with_control_reason
 from curation.taxonomy import search_key
 
 NEAR_DUPLICATES_SHOWN = 12
-
-
-def _source(source: ImageSource) -> dict[str, Any]:
-    fields = {
-        "report": ("reporter_id", "claimed_class_name", "predicted_class_name", "note"),
-        "crawl": ("crawler", "source_url", "original_path"),
-        "import": ("dataset_name", "original_path", "original_split"),
-    }[source.kind]
-    return {"kind": source.kind} | {f: getattr(source, f) for f in fields}
 
 
 def item_view(session: Session, item: QueueItem) -> dict[str, Any]:
@@ -65,9 +56,10 @@ def item_view(session: Session, item: QueueItem) -> dict[str, Any]:
     report = next((s for s in sources if s.kind == "report"), None)
     label = current_label(session, image.id)
     label_class = session.get(LandmarkClass, label.class_id) if label and label.class_id else None
-    reasons = item_reasons(session, ranking, [image.id]).get(image.id, [])
-    if place is not None and place.strategy == "random":
-        reasons = [RANDOM_CONTROL_REASON, *reasons]
+    reasons = with_control_reason(
+        place.strategy if place else None,
+        item_reasons(session, ranking, [image.id]).get(image.id, []),
+    )
     first = session.get(ReviewDecision, item.first_decision_id) if item.first_decision_id else None
     first_class = session.get(LandmarkClass, first.class_id) if first and first.class_id else None
     duplicates = session.scalars(
@@ -109,7 +101,7 @@ def item_view(session: Session, item: QueueItem) -> dict[str, Any]:
             if report
             else None
         ),
-        "sources": [_source(s) for s in sources],
+        "sources": [source_dict(s) for s in sources],
         "box": list(label.box) if label and label.box else None,
         "current_label": (
             {
@@ -162,14 +154,13 @@ def search_classes(session: Session, query: str, *, limit: int = 20) -> list[dic
 
 def class_examples(session: Session, class_id: int, *, limit: int = 6) -> list[int]:
     """Images whose current label is ``class_id``, most recently labelled first."""
-    newer = aliased(Label)
     return list(
         session.scalars(
             select(Label.image_id)
             .where(
                 Label.class_id == class_id,
                 Label.verdict == LabelVerdict.LANDMARK.value,
-                ~exists().where(newer.supersedes_id == Label.id),
+                is_current(),
             )
             .order_by(Label.id.desc())
             .limit(max(1, min(limit, 24)))
