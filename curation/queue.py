@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from curation.labels import current_labels
@@ -79,6 +79,27 @@ def current_ranking(session: Session) -> int:
         .limit(1)
     )
     return COLD_START_RANKING if newest is None else int(newest)
+
+
+def rankings_present(session: Session) -> list[int]:
+    """The rankings that have rows in ``queue_order``, in a few index probes.
+
+    The table's key leads with the ranking, so looking up one image's rows
+    needs the rankings first: a lookup by image id alone would read the whole
+    table (a million rows per ranking). This walks the key's distinct leading
+    values (a "loose index scan"), one probe per ranking; there are a handful.
+    """
+    rows = session.execute(
+        text(
+            "WITH RECURSIVE present(ranking) AS ("
+            " SELECT min(ranking) FROM queue_order"
+            " UNION ALL"
+            " SELECT (SELECT min(q.ranking) FROM queue_order q WHERE q.ranking > present.ranking)"
+            " FROM present WHERE present.ranking IS NOT NULL"
+            ") SELECT ranking FROM present WHERE ranking IS NOT NULL"
+        )
+    )
+    return [int(row[0]) for row in rows]
 
 
 def prune_rankings(session: Session) -> int:

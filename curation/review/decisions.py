@@ -35,7 +35,7 @@ from curation.models import (
     ReviewDecision,
     User,
 )
-from curation.queue import current_ranking
+from curation.queue import current_ranking, rankings_present
 from curation.review.claims import ADMIN_STAGE, held_item
 from curation.taxonomy import find_or_create_class
 
@@ -182,13 +182,21 @@ def _item_state(item: QueueItem) -> dict[str, Any]:
 
 
 def _take_out_of_line(session: Session, image_id: int) -> list[list[Any]]:
-    """Delete the image's queue places (all rankings); return them for an undo."""
+    """Delete the image's queue places (all rankings); return them for an undo.
+
+    A ranking still being written by another transaction is not seen here:
+    its row for this image stays, and claims pass over it (the item is no
+    longer pending) until the ranking is pruned.
+    """
+    in_rankings = and_(
+        QueueOrder.ranking.in_(rankings_present(session)), QueueOrder.image_id == image_id
+    )
     rows = session.execute(
         select(
             QueueOrder.ranking, QueueOrder.image_id, QueueOrder.priority, QueueOrder.strategy
-        ).where(QueueOrder.image_id == image_id)
+        ).where(in_rankings)
     ).all()
-    session.execute(delete(QueueOrder).where(QueueOrder.image_id == image_id))
+    session.execute(delete(QueueOrder).where(in_rankings))
     return [list(row) for row in rows]
 
 
