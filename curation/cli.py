@@ -532,5 +532,20 @@ def worker(celery_args: tuple[str, ...]) -> None:
     )
 
 
+def _attach_commands_of_other_layers() -> None:
+    """Add the command groups registered under the ``curation.commands`` entry point.
+
+    ``curation dataset ...`` lives in the datasets layer, which may import
+    this package but not the other way round.
+    """
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="curation.commands"):
+        if entry.name not in main.commands:
+            main.add_command(entry.load(), entry.name)
+
+
+_attach_commands_of_other_layers()
+
 if __name__ == "__main__":
     main()

@@ -30,3 +30,7 @@ class NotFound(CurationError):
 
 class Conflict(CurationError):
     """The request contradicts what is already stored."""
+
+
+class Forbidden(CurationError):
+    """The user's role does not allow what they asked for."""

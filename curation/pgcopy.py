@@ -26,7 +26,14 @@ TRAILER = struct.pack(">h", -1)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 # Scalar types: numpy big-endian dtype on the wire.
-_SCALARS = {"int4": ">i4", "int8": ">i8", "float4": ">f4", "float8": ">f8", "timestamptz": ">i8"}
+_SCALARS = {
+    "int2": ">i2",
+    "int4": ">i4",
+    "int8": ">i8",
+    "float4": ">f4",
+    "float8": ">f8",
+    "timestamptz": ">i8",
+}
 # Element type oids of the array types we write.
 _ARRAYS = {"int4[]": ("int4", 23), "float4[]": ("float4", 700), "float8[]": ("float8", 701)}
 

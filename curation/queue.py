@@ -63,11 +63,21 @@ RANDOM_CONTROL_REASON = (
     "in the random control share: placed at random so the queue's lift over"
     " random labelling can be measured"
 )
+# The strategy of images put back in line because their class was split
+# (curation.classes.split): each needs one of the new classes.
+CLASS_SPLIT_STRATEGY = "class_split"
+CLASS_SPLIT_REASON = (
+    "its class was split: pick the new class it shows (similar photos come one after another)"
+)
 
 
 def with_control_reason(strategy: str | None, reasons: list[str]) -> list[str]:
-    """``reasons``, led by the random-control one for an item placed at random."""
-    return [RANDOM_CONTROL_REASON, *reasons] if strategy == Strategy.RANDOM.value else reasons
+    """``reasons``, led by the random-control or class-split one where that placed the item."""
+    if strategy == Strategy.RANDOM.value:
+        return [RANDOM_CONTROL_REASON, *reasons]
+    if strategy == CLASS_SPLIT_STRATEGY:
+        return [CLASS_SPLIT_REASON, *reasons]
+    return reasons
 
 
 def current_ranking(session: Session) -> int:

@@ -97,6 +97,10 @@ class Settings:
     # (a report the reviewer contradicts, or a change to an existing label),
     # "all", or "off".
     review_consensus: str = "disagreements"
+    # A proposed class becomes active when a dataset version gives it at
+    # least this many reviewed training images and test images.
+    class_min_train_images: int = 20
+    class_min_test_images: int = 5
     broker_transport_options: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -209,5 +213,9 @@ def load_settings() -> Settings:
         review_consensus=_choice(
             "REVIEW_CONSENSUS", Settings.review_consensus, ("disagreements", "all", "off")
         ),
+        class_min_train_images=_env_int(
+            "CLASS_MIN_TRAIN_IMAGES", Settings.class_min_train_images, minimum=1
+        ),
+        class_min_test_images=_env_int("CLASS_MIN_TEST_IMAGES", Settings.class_min_test_images),
         broker_transport_options=broker_options,
     )

@@ -62,7 +62,10 @@ def clean_class_name(name: str) -> str:
 
 
 def find_class(session: Session, name: str) -> LandmarkClass | None:
-    """The class whose slug, display name or any alias matches ``name`` once folded."""
+    """The class whose slug, display name or any alias matches ``name`` once folded.
+
+    A class that is not retired is preferred over a retired one of the same name.
+    """
     key = search_key(name)
     if not key:
         return None
@@ -72,8 +75,11 @@ def find_class(session: Session, name: str) -> LandmarkClass | None:
     # identifies a class only when the caller names the slug itself.
     if name.strip() == slugify(name):
         condition = or_(LandmarkClass.slug == name.strip(), condition)
+    # A merged class's names live on in the class it went into, and a retired
+    # class's names may be given to a new one: the living class wins.
+    retired_last = (LandmarkClass.status == ClassStatus.RETIRED.value).asc()
     return session.scalars(
-        select(LandmarkClass).where(condition).order_by(LandmarkClass.id).limit(1)
+        select(LandmarkClass).where(condition).order_by(retired_last, LandmarkClass.id).limit(1)
     ).first()
 
 

@@ -25,13 +25,15 @@ def create_app(config: dict[str, Any] | None = None, *, runtime: Runtime | None 
     app.config.update(config or {})
     app.extensions["curation"] = runtime
 
-    from webui import auth, errors, review, status
+    from webui import admin, auth, dashboard, errors, review, status
 
     errors.init_app(app)
     auth.init_app(app)  # CSRF check, security headers, template helpers
     app.register_blueprint(auth.blueprint)
     app.register_blueprint(status.blueprint)
     app.register_blueprint(review.blueprint)
+    app.register_blueprint(admin.blueprint)
+    app.register_blueprint(dashboard.blueprint)
     return app
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify
 
-from curation.exceptions import Conflict, CurationError, NotFound, RejectedInput
+from curation.exceptions import Conflict, CurationError, Forbidden, NotFound, RejectedInput
 
-_STATUS = {RejectedInput: 400, NotFound: 404, Conflict: 409}
+_STATUS = {RejectedInput: 400, Forbidden: 403, NotFound: 404, Conflict: 409}
 
 
 def init_app(app: Flask) -> None:

@@ -34,6 +34,8 @@ from webui.auth import current_user, login_required
 
 blueprint = Blueprint("review", __name__)
 THUMB_SIZE = 256
+# Leases one renewal request may extend (the page holds two or three).
+RENEW_MAX = 20
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
@@ -84,13 +86,20 @@ def _with_urls(view: dict[str, Any]) -> dict[str, Any]:
 @blueprint.get("/review")
 @login_required
 def page() -> ResponseReturnValue:
-    return render_template("review.html", user=_user())
+    return render_template(
+        "review.html",
+        user=_user(),
+        lease_seconds=runtime_of(current_app).settings.review_lease_seconds,
+    )
 
 
 @blueprint.post("/review/api/claim")
 @login_required
 def claim() -> ResponseReturnValue:
+    """The next item in line (with optional filters), or with ``item_id`` (admins
+    only) that very item; ``{"item": null}`` when nothing is left."""
     data = _body()
+    chosen = _optional_int(data, "item_id")
     filters = claims.ClaimFilters(
         reason=data.get("reason") or None,
         source=data.get("source") or None,
@@ -98,7 +107,12 @@ def claim() -> ResponseReturnValue:
     )
     runtime = runtime_of(current_app)
     with runtime.factory() as session, session.begin():
-        item = claims.claim_next(session, _user(), filters=filters, lease=_lease(), now=_now())
+        if chosen is not None:
+            item: QueueItem | None = claims.claim_item(
+                session, _user(), chosen, lease=_lease(), now=_now()
+            )
+        else:
+            item = claims.claim_next(session, _user(), filters=filters, lease=_lease(), now=_now())
         view = _with_urls(views.item_view(session, item)) if item is not None else None
     return jsonify({"item": view})
 
@@ -165,6 +179,32 @@ def renew(item_id: int) -> ResponseReturnValue:
         held = session.get_one(QueueItem, item_id)
         expires = held.lease_expires_at
     return jsonify({"lease_expires_at": expires.isoformat() if expires else None})
+
+
+@blueprint.post("/review/api/renew")
+@login_required
+def renew_many() -> ResponseReturnValue:
+    """Renew the leases of the items the page holds, in one request.
+
+    Body ``{"item_ids": [...]}`` (at most RENEW_MAX). Answers ``{"renewed":
+    {"<id>": "<lease end, ISO 8601>"}, "lost": [{"item_id": id, "message":
+    why}]}``: an item no longer held is reported, not an error.
+    """
+    raw = _body().get("item_ids")
+    if (
+        not isinstance(raw, list)
+        or len(raw) > RENEW_MAX
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw)
+    ):
+        raise RejectedInput(f"item_ids must be a list of at most {RENEW_MAX} integers")
+    with runtime_of(current_app).factory() as session, session.begin():
+        done = claims.renew_many(session, _user(), raw, lease=_lease(), now=_now())
+    return jsonify(
+        {
+            "renewed": {str(i): moment.isoformat() for i, moment in done.renewed.items()},
+            "lost": [{"item_id": i, "message": message} for i, message in done.lost.items()],
+        }
+    )
 
 
 @blueprint.post("/review/api/undo")

@@ -6,6 +6,7 @@ Importing this module starts nothing: no database connection, no app context.
 from __future__ import annotations
 
 from celery import Celery
+from celery.schedules import crontab
 
 from curation.settings import load_settings
 
@@ -42,6 +43,14 @@ def make_celery() -> Celery:
             "prune-queue-rankings": {
                 "task": "curation.queue.prune_rankings",
                 "schedule": 3600.0,
+            },
+            # On the quarter hours, the buckets of curation.dashboard.SNAPSHOT_EVERY
+            # (an interval would drift across them); a tick left waiting past
+            # the next one is dropped, the next one measures anew.
+            "record-queue-snapshot": {
+                "task": "curation.dashboard.record_queue_snapshot",
+                "schedule": crontab(minute="*/15"),
+                "options": {"expires": 900},
             },
         },
     )

@@ -96,3 +96,16 @@ def prune_queue_rankings() -> dict[str, Any]:
     with runtime.factory() as session, session.begin():
         removed = prune_rankings(session)
     return {"removed": removed}
+
+
+@celery_app.task(name="curation.dashboard.record_queue_snapshot", acks_late=True, time_limit=300)
+def snapshot_queue() -> dict[str, Any]:
+    """Store the queue's size by reason for the dashboard; once per 15-minute bucket."""
+    from datetime import UTC, datetime
+
+    from curation.dashboard import record_queue_snapshot
+
+    runtime = worker_runtime()
+    with runtime.factory() as session, session.begin():
+        result = record_queue_snapshot(session, datetime.now(UTC))
+    return {"taken_at": result.taken_at.isoformat(), "written": result.written}

@@ -2,6 +2,15 @@
 
 from curation.models.accounts import User, UserRole
 from curation.models.audit import AuditEntry
+from curation.models.dashboard import QueueSnapshot
+from curation.models.datasets import (
+    ClassChange,
+    ClassChangeKind,
+    DatasetClass,
+    DatasetEntry,
+    DatasetVersion,
+    Split,
+)
 from curation.models.images import Image, NearDuplicateGroup
 from curation.models.labels import Label, LabelVerdict
 from curation.models.learning import (
@@ -27,7 +36,12 @@ __all__ = [
     "COLD_START_STRATEGY",
     "AuditEntry",
     "ClassAlias",
+    "ClassChange",
+    "ClassChangeKind",
     "ClassStatus",
+    "DatasetClass",
+    "DatasetEntry",
+    "DatasetVersion",
     "DecisionAction",
     "DecisionOutcome",
     "EmbeddingSpace",
@@ -44,10 +58,12 @@ __all__ = [
     "NearDuplicateGroup",
     "QueueItem",
     "QueueOrder",
+    "QueueSnapshot",
     "QueueStatus",
     "ReviewDecision",
     "ScoringJob",
     "SourceKind",
+    "Split",
     "User",
     "UserRole",
 ]

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, exists, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
-from curation.exceptions import Conflict, NotFound, RejectedInput
+from curation.exceptions import Conflict, Forbidden, NotFound, RejectedInput
 from curation.learning.priority import Strategy
 from curation.models import (
     COLD_START_STRATEGY,
@@ -167,6 +167,66 @@ def claim_next(
     return item
 
 
+def claim_item(
+    session: Session, user: User, item_id: int, *, lease: timedelta, now: datetime
+) -> QueueItem:
+    """Claim one chosen item for an admin (from the disagreements page, say).
+
+    Reviewers take what is next in line; only an admin may pick. The claim is
+    one conditional UPDATE, as in :func:`claim_next`, so two admins opening
+    the same item cannot both get it; when it does not apply, the refusal
+    says why (decided, or held by whom and until when). Claiming an item one
+    already holds renews the lease. The rules of :func:`claim_next` hold: a
+    disputed or second-review item is never settled by its first reviewer.
+    """
+    if user.role != UserRole.ADMIN.value:
+        raise Forbidden("only admins open a chosen item; reviewers take the next one in line")
+    item = QueueItem
+    open_to_user = or_(
+        item.status.in_([QueueStatus.PENDING.value, QueueStatus.DISPUTED.value]),
+        and_(
+            item.status == QueueStatus.CLAIMED.value,
+            or_(item.claimed_by == user.id, item.lease_expires_at < now),
+        ),
+    )
+    claimed_id = session.execute(
+        update(item)
+        .where(
+            item.id == item_id,
+            open_to_user,
+            or_(item.first_reviewer_id.is_(None), item.first_reviewer_id != user.id),
+        )
+        .values(
+            status=QueueStatus.CLAIMED.value,
+            claimed_by=user.id,
+            lease_expires_at=now + lease,
+            updated_at=now,
+        )
+        .returning(item.id)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    found = session.get(QueueItem, item_id, populate_existing=True)
+    if found is None:
+        raise NotFound(f"queue item {item_id} does not exist")
+    if claimed_id is not None:
+        return found
+    if found.status == QueueStatus.DONE.value:
+        raise Conflict(f"queue item {item_id} is already decided")
+    if found.status == QueueStatus.CLAIMED.value and found.claimed_by != user.id:
+        holder = session.get(User, found.claimed_by) if found.claimed_by else None
+        until = _aware(found.lease_expires_at) if found.lease_expires_at else None
+        raise Conflict(
+            f"queue item {item_id} is held by {holder.username if holder else 'someone else'}"
+            + (f" until {until:%H:%M:%S} UTC" if until else "")
+            + "; open it again once they decide or release it"
+        )
+    if found.first_reviewer_id == user.id:
+        raise Conflict(
+            f"you made the first decision on queue item {item_id}; someone else must review it"
+        )
+    raise Conflict(f"queue item {item_id} cannot be claimed now (status {found.status})")
+
+
 def held_item(session: Session, user: User, item_id: int, now: datetime) -> QueueItem:
     """The item, locked, if ``user`` holds a live claim on it; else a clear refusal."""
     item = session.get(QueueItem, item_id, with_for_update=True, populate_existing=True)
@@ -194,6 +254,32 @@ def renew(session: Session, user: User, item_id: int, *, lease: timedelta, now: 
     item = held_item(session, user, item_id, now)
     item.lease_expires_at = now + lease
     item.updated_at = now
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What :func:`renew_many` did: new lease ends by item, and why the others were lost."""
+
+    renewed: dict[int, datetime]
+    lost: dict[int, str]
+
+
+def renew_many(
+    session: Session, user: User, item_ids: list[int], *, lease: timedelta, now: datetime
+) -> Renewal:
+    """Extend ``user``'s live claims on ``item_ids``; an item they no longer hold
+    (lease lapsed, decided, taken by someone else) is reported, not raised:
+    the page drops it and keeps the others."""
+    renewed: dict[int, datetime] = {}
+    lost: dict[int, str] = {}
+    for item_id in dict.fromkeys(item_ids):
+        try:
+            renew(session, user, item_id, lease=lease, now=now)
+        except (Conflict, NotFound) as error:
+            lost[item_id] = str(error)
+        else:
+            renewed[item_id] = now + lease
+    return Renewal(renewed=renewed, lost=lost)
 
 
 def release(session: Session, user: User, item_id: int, now: datetime) -> None:

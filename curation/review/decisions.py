@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from curation.classes import find_or_propose
 from curation.exceptions import Conflict, NotFound, RejectedInput
 from curation.geometry import Box
 from curation.labels import append_label, current_label
@@ -37,7 +38,6 @@ from curation.models import (
 )
 from curation.queue import current_ranking, rankings_present
 from curation.review.claims import ADMIN_STAGE, held_item
-from curation.taxonomy import find_or_create_class
 
 LABELLING = {
     DecisionAction.ACCEPT,
@@ -115,25 +115,32 @@ def _suggested_class(session: Session, image_id: int) -> int | None:
 
 
 def _resolve_class(
-    session: Session, request: DecisionRequest, image_id: int
+    session: Session, request: DecisionRequest, image_id: int, user: User
 ) -> tuple[int | None, bool]:
     """(class id or None for "not a landmark", whether the class was created now)."""
-    if request.action is DecisionAction.ACCEPT:
-        suggested = _suggested_class(session, image_id)
-        if suggested is None:
+    if request.action in (DecisionAction.ACCEPT, DecisionAction.LABEL):
+        class_id = (
+            _suggested_class(session, image_id)
+            if request.action is DecisionAction.ACCEPT
+            else request.class_id
+        )
+        if class_id is None:
             raise RejectedInput("there is no model suggestion to accept yet: pick a class")
-        return suggested, False
-    if request.action is DecisionAction.LABEL:
-        landmark = session.get(LandmarkClass, request.class_id)
+        # FOR SHARE: a merge or split of this class (curation.classes) waits
+        # for this decision, or this decision sees the class already retired.
+        landmark = session.get(LandmarkClass, class_id, with_for_update={"read": True})
         if landmark is None:
-            raise RejectedInput(f"class {request.class_id} does not exist")
+            raise RejectedInput(f"class {class_id} does not exist")
         if landmark.status == ClassStatus.RETIRED.value:
-            raise RejectedInput(f"class {landmark.display_name} is retired")
+            raise RejectedInput(f"class {landmark.display_name} is retired: pick another class")
         return landmark.id, False
     if request.action is DecisionAction.PROPOSE:
         assert request.proposed_name is not None
-        landmark, created = find_or_create_class(
-            session, request.proposed_name, status=ClassStatus.PROPOSED
+        landmark, created = find_or_propose(
+            session,
+            request.proposed_name,
+            actor=user,
+            reason=f"proposed while reviewing image {image_id}",
         )
         return landmark.id, created
     return None, False
@@ -242,7 +249,9 @@ def decide(
     image = session.get_one(Image, item.image_id)
     _check_box(request.box, image)
     class_id, created = (
-        _resolve_class(session, request, image.id) if request.action in LABELLING else (None, False)
+        _resolve_class(session, request, image.id, user)
+        if request.action in LABELLING
+        else (None, False)
     )
     decision = ReviewDecision(
         item_id=item.id,
@@ -455,8 +464,11 @@ def _check_undoable(item: QueueItem, decision: ReviewDecision, user: User) -> No
     if outcome in (DecisionOutcome.SKIPPED, DecisionOutcome.SECOND_REVIEW):
         # The item went back in line: someone else may hold or have decided it.
         held_by_other = item.status == QueueStatus.CLAIMED.value and item.claimed_by != user.id
+        # A second reviewer's verdict (agreed, or disputed: stage 3) ends the
+        # first reviewer's say, even though the first decision stays recorded.
         moved_on = (
-            outcome is DecisionOutcome.SECOND_REVIEW and item.first_decision_id != decision.id
+            outcome is DecisionOutcome.SECOND_REVIEW
+            and (item.first_decision_id != decision.id or item.stage != 2)
         ) or item.status == QueueStatus.DONE.value
         if held_by_other or moved_on:
             raise Conflict(

@@ -2,6 +2,11 @@
 //
 // The page holds the current item and one more, claimed ahead (its photo
 // preloaded), so the next item appears the moment a decision is stored.
+// While the page is open it renews the leases of the items it holds, every
+// third of the lease length (data-lease-seconds); an item whose lease was
+// lost all the same is dropped (with a toast when it was on screen).
+// /review?item=<id> opens that item (admins: a disputed item from the
+// disagreements page); ?reason= and ?source= preset the filters.
 // The Content-Security-Policy allows no inline script or style: configuration
 // comes from data- attributes on #review, and styles are set through the CSSOM.
 
@@ -14,10 +19,13 @@ const ZOOM_STEP = 1.25;
 const ZOOM_MIN = 1;
 const ZOOM_MAX = 12;
 const EXAMPLES_LIMIT = 6;
+const MIN_RENEW_MS = 1000;
 
 const root = document.getElementById("review");
 const API = root.dataset.api;
 const CSRF = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+const LEASE_MS = (Number(root.dataset.leaseSeconds) || 600) * 1000;
+const RENEW_EVERY_MS = Math.max(MIN_RENEW_MS, LEASE_MS / 3);
 const $ = (id) => document.getElementById(id);
 
 const ui = {
@@ -75,6 +83,9 @@ const state = {
   applyToGroup: false,
   decisions: 0,
   pending: false, // a decision or an undo is on its way
+  deciding: null, // the item whose decision is on its way
+  renewing: null, // the lease renewal in flight, if any
+  lastRenewal: 0, // performance.now() of the last renewal sent
   overlay: null, // "search" | "propose" | "help"
   searchMode: "label", // "label" | "filter"
   view: { scale: 1, x: 0, y: 0 },
@@ -253,6 +264,64 @@ function removeItem(itemId) {
   state.preloaded.delete(itemId);
 }
 
+// --- leases --------------------------------------------------------------------
+
+// One request renews every item held. An item the server reports lost (lease
+// lapsed and taken, or decided elsewhere) is dropped; the objects sent are
+// compared by identity, so an item released, decided or brought back by an
+// undo meanwhile is left alone.
+function renewLeases() {
+  if (state.renewing) return state.renewing;
+  state.lastRenewal = performance.now();
+  const sent = state.items.slice();
+  if (sent.length === 0) return Promise.resolve();
+  state.renewing = api("POST", "/renew", { item_ids: sent.map((item) => item.item_id) })
+    .then((data) => {
+      for (const item of sent) {
+        const expires = data.renewed?.[String(item.item_id)];
+        if (expires) item.lease_expires_at = expires;
+      }
+      let lostCurrent = null;
+      let lostAny = false;
+      for (const { item_id: itemId, message } of data.lost ?? []) {
+        const item = sent.find((held) => held.item_id === itemId);
+        // Still held here, and not being decided (a decision closes the claim).
+        if (!item || !state.items.includes(item) || item === state.deciding) continue;
+        if (item === current()) lostCurrent = { itemId, message };
+        removeItem(itemId);
+        lostAny = true;
+      }
+      if (lostCurrent) {
+        closeOverlay(); // a class chosen now would label the next item
+        toast(
+          `Your claim on item ${lostCurrent.itemId} was lost (${lostCurrent.message});` +
+            " it is back in the queue. Here is the next item.",
+        );
+      }
+      if (lostAny) {
+        state.exhausted = false;
+        show();
+        fill();
+      } else if (current()) {
+        renderMeta(current());
+      }
+    })
+    .catch(report)
+    .finally(() => {
+      state.renewing = null;
+    });
+  return state.renewing;
+}
+
+function startRenewals() {
+  setInterval(renewLeases, RENEW_EVERY_MS);
+  // Hidden tabs get their timers throttled: catch up on coming back.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState !== "visible") return;
+    if (performance.now() - state.lastRenewal >= RENEW_EVERY_MS) renewLeases();
+  });
+}
+
 // --- decisions -----------------------------------------------------------------
 
 const BOXED_ACTIONS = new Set(["accept", "label", "propose"]);
@@ -267,6 +336,7 @@ async function decide(action, extra = {}) {
     ...extra,
   };
   state.pending = true;
+  state.deciding = item;
   try {
     if (body.apply_to_group) await blocking(releaseGroupMembers(item));
     const data = await blocking(api("POST", `/items/${item.item_id}/decide`, body));
@@ -289,6 +359,7 @@ async function decide(action, extra = {}) {
     }
   } finally {
     state.pending = false;
+    state.deciding = null;
   }
   show();
   fill();
@@ -431,6 +502,17 @@ function renderImage(item) {
   ui.image.src = item.image_url;
   ui.image.alt = `Photo ${item.image_id} under review`;
   ui.overlay.setAttribute("viewBox", `0 0 ${item.width} ${item.height}`);
+  renderMeta(item);
+  if (!ui.image.complete) {
+    const shownId = item.item_id;
+    setTimeout(() => {
+      if (state.shownId === shownId && !ui.image.complete) ui.viewer.setAttribute("aria-busy", "true");
+    }, BUSY_DELAY_MS);
+  }
+  layout();
+}
+
+function renderMeta(item) {
   const strategy = (item.strategy ?? "").replaceAll("_", " ");
   const priority = typeof item.priority === "number" ? item.priority.toFixed(2) : "?";
   const lease = item.lease_expires_at ? new Date(item.lease_expires_at) : null;
@@ -439,13 +521,7 @@ function renderImage(item) {
     : "";
   ui.meta.textContent = `item ${item.item_id} · ${item.width}×${item.height} · priority ${priority}` +
     `${strategy ? ` · ${strategy}` : ""}${held}`;
-  if (!ui.image.complete) {
-    const shownId = item.item_id;
-    setTimeout(() => {
-      if (state.shownId === shownId && !ui.image.complete) ui.viewer.setAttribute("aria-busy", "true");
-    }, BUSY_DELAY_MS);
-  }
-  layout();
+  root.dataset.leaseExpiresAt = item.lease_expires_at ?? "";
 }
 
 ui.image.addEventListener("load", () => ui.viewer.setAttribute("aria-busy", "false"));
@@ -1111,15 +1187,58 @@ $("review-filters").addEventListener("submit", (event) => event.preventDefault()
 
 // --- start: resume this reviewer's claims, then claim up to PREFETCH ------------------
 
+// ?reason= and ?source= preset the filters (values the selects offer only).
+function presetFilters(params) {
+  for (const [select, key] of [[ui.filterReason, "reason"], [ui.filterSource, "source"]]) {
+    const wanted = params.get(key);
+    if (wanted && [...select.options].some((option) => option.value === wanted)) {
+      select.value = wanted;
+      state.filters[key] = wanted;
+    }
+  }
+}
+
+// ?item=<id>: claim that item and put it on screen. The server refuses a
+// reviewer, a decided item, or one someone else holds, and says so.
+async function claimChosen(params) {
+  const wanted = params.get("item");
+  if (!wanted) return;
+  if (/^[0-9]+$/.test(wanted)) {
+    try {
+      const data = await blocking(api("POST", "/claim", { item_id: Number(wanted) }));
+      if (data.item) {
+        removeItem(data.item.item_id);
+        state.items.unshift(data.item);
+      }
+    } catch (error) {
+      report(error);
+    }
+  } else {
+    toast(`“${wanted}” is not an item number.`);
+  }
+  // A reload resumes the claim through /mine; it must not ask for the item again.
+  const url = new URL(window.location.href);
+  url.searchParams.delete("item");
+  window.history.replaceState(window.history.state, "", url);
+}
+
 async function start() {
+  const params = new URLSearchParams(window.location.search);
+  presetFilters(params);
+  let resumed = false;
   try {
     const data = await blocking(api("GET", "/mine"));
     state.items = (data.items ?? []).slice();
+    resumed = state.items.length > 0;
   } catch (error) {
     report(error);
   }
+  await claimChosen(params);
   state.items.slice(1).forEach(preload);
   show();
+  // Claims resumed from an earlier visit may be close to lapsing.
+  if (resumed) renewLeases();
+  startRenewals();
   await fill();
   root.dataset.ready = "true";
 }

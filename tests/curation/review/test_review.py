@@ -217,6 +217,9 @@ def test_a_contradicted_report_needs_a_second_reviewer(any_runtime: Runtime) -> 
     assert second is not None and second.stage == 2
     assert _decide(any_runtime, bob, second.id, action="not_landmark") == "disputed"
     assert _claim(any_runtime, bob) is None
+    # The second reviewer has spoken: the first can no longer take theirs back.
+    with any_runtime.factory() as session, session.begin(), pytest.raises(Conflict):
+        undo_last(session, ann, lease=LEASE, now=_now())
     with pytest.raises(RejectedInput, match="only admins"):
         _claim(any_runtime, bob, reason="disputed")
     final = _claim(any_runtime, root, reason="disputed")
