@@ -17,7 +17,9 @@ import click
 from curation.cli import domain_errors
 from curation.exceptions import RejectedInput
 from curation.runtime import build_runtime
+from datasets.activation import class_activation
 from datasets.diff import DEFAULT_LIMIT, diff_versions
+from datasets.export_cli import export_command
 from datasets.leaks import check_folder, check_version
 from datasets.splits import SplitRatios
 from datasets.versions import find_version, list_versions, load_manifest, snapshot, version_dict
@@ -27,23 +29,6 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.
 
 def _echo_json(payload: dict[str, Any] | list[Any]) -> None:
     click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
-
-
-def _activate_with_settings(min_train: int, min_test: int, actor: str) -> Any:
-    """The class-activation step a snapshot runs, if the class lifecycle is installed."""
-    try:
-        from curation.classes import activate_ready
-    except ImportError:  # pragma: no cover (the lifecycle module ships with the package)
-        return None
-
-    def activate(session: Any, counts: dict[int, dict[str, int]]) -> list[str]:
-        split_counts = {cid: (c["train"], c["test"]) for cid, c in counts.items()}
-        activated = activate_ready(
-            session, split_counts, min_train=min_train, min_test=min_test, actor=actor
-        )
-        return [landmark.slug for landmark in activated]
-
-    return activate
 
 
 @click.group("dataset")
@@ -65,8 +50,10 @@ def snapshot_command(
     runtime = build_runtime()
     settings = runtime.settings
     who = author or f"cli:{getpass.getuser()}"
-    activate = _activate_with_settings(
-        settings.class_min_train_images, settings.class_min_test_images, who
+    activate = class_activation(
+        min_train=settings.class_min_train_images,
+        min_test=settings.class_min_test_images,
+        actor=who,
     )
     with runtime.factory() as session, session.begin():
         result = snapshot(
@@ -215,12 +202,4 @@ def check_leaks_command(target: str, max_distance: int | None, as_json: bool) ->
         raise SystemExit(1)
 
 
-def _attach_export() -> None:
-    try:
-        from datasets.export_cli import export_command
-    except ImportError:  # pragma: no cover (shipped together)
-        return
-    dataset.add_command(export_command, "export")
-
-
-_attach_export()
+dataset.add_command(export_command, "export")
