@@ -18,6 +18,7 @@ import click
 from tqdm import tqdm
 
 from curation import migrate
+from curation.cli_classes import classes
 from curation.exceptions import CurationError
 from curation.ingest.core import IngestContext
 from curation.ingest.folders import crawl_items, labelled_tree_items
@@ -64,6 +65,9 @@ def _emit(as_json: bool, payload: dict[str, Any], human: Callable[[], None]) -> 
 @click.group()
 def main() -> None:
     """Active-learning curation of landmark photos."""
+
+
+main.add_command(classes)  # curation/cli_classes.py
 
 
 # --- database -----------------------------------------------------------------
