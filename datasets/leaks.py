@@ -59,11 +59,15 @@ class Leak:
     split_b: str
     distance: int
     kind: str  # "exact" (same bytes), "near-duplicate" or "group"
+    # The platform's image ids, for a version's leaks (None for a folder's).
+    a_image_id: int | None = None
+    b_image_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "a": self.a,
             "b": self.b,
+            "image_ids": None if self.a_image_id is None else [self.a_image_id, self.b_image_id],
             "splits": [self.split_a, self.split_b],
             "distance": self.distance,
             "kind": self.kind,
@@ -284,6 +288,8 @@ def _version_leak(
         split_b=SPLIT_NAMES[int(splits[b])],
         distance=distance,
         kind=kind,
+        a_image_id=int(ids[a]),
+        b_image_id=int(ids[b]),
     )
 
 
