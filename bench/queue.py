@@ -109,6 +109,7 @@ def _claimer(
     start_at: float,
     stop_at: float,
     pause_s: float,
+    phase_s: float,
     results: Any,
 ) -> None:
     """One reviewer in its own process (as behind gunicorn): claim, decide, repeat."""
@@ -125,7 +126,9 @@ def _claimer(
     claim_ms: list[float] = []
     decide_ms: list[float] = []
     claimed: list[int] = []
-    time.sleep(max(0.0, start_at - time.time()))
+    # Reviewers are not in step: each starts at its own point of the period
+    # (all claiming at the same instant would measure a burst, not a load).
+    time.sleep(max(0.0, start_at + phase_s - time.time()))
     next_at = time.perf_counter()
     while time.time() < stop_at:
         if pause_s:
@@ -168,8 +171,11 @@ def _run(url: str, users: list[int], seconds: float, pause_s: float) -> dict[str
     start_at = time.time() + 3.0  # every process connected and waiting
     stop_at = start_at + seconds
     processes = [
-        context.Process(target=_claimer, args=(url, u, start_at, stop_at, pause_s, results))
-        for u in users
+        context.Process(
+            target=_claimer,
+            args=(url, user, start_at, stop_at, pause_s, pause_s * k / len(users), results),
+        )
+        for k, user in enumerate(users)
     ]
     for process in processes:
         process.start()
