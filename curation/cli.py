@@ -7,19 +7,19 @@ is a terminal, stays on stderr.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 from tqdm import tqdm
 
 from curation import migrate
 from curation.cli_classes import classes
-from curation.exceptions import CurationError
+from curation.cli_support import domain_errors
+from curation.cli_support import emit as _emit
 from curation.ingest.core import IngestContext
 from curation.ingest.folders import crawl_items, labelled_tree_items
 from curation.ingest.jsonlabels import PRESETS, JsonMapping, json_labelled_items
@@ -31,35 +31,6 @@ from curation.models.accounts import User, UserRole
 from curation.neardup import NearDuplicateIndex
 from curation.runtime import Runtime, build_runtime
 from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_orphans
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
-
-
-def domain_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except CurationError as error:
-            _fail(str(error))
-            raise AssertionError("unreachable") from None
-
-    return wrapper
-
-
-def _emit(as_json: bool, payload: dict[str, Any], human: Callable[[], None]) -> None:
-    if as_json:
-        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
-    else:
-        human()
 
 
 @click.group()

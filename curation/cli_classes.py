@@ -6,49 +6,22 @@ Each change runs in one transaction and is recorded as done by
 stderr and exit status 2; ``--json`` prints the result on stdout.
 
 Kept apart from ``curation.cli`` (which registers this group) so that the
-class commands do not grow the main module; the two small output helpers
-are repeated here rather than imported from it, which would make the two
-modules import each other.
+class commands do not grow the main module; both use ``curation.cli_support``.
 """
 
 from __future__ import annotations
 
-import functools
 import getpass
-import json
-import sys
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
 from curation import classes as lifecycle
-from curation.exceptions import CurationError
+from curation.cli_support import domain_errors, json_option
+from curation.cli_support import emit as _emit
 from curation.learning.scoring import LearningPaths
 from curation.models import ClassChange, ClassStatus, LandmarkClass
 from curation.runtime import build_runtime
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _domain_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except CurationError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _emit(as_json: bool, payload: dict[str, Any], human: Callable[[], None]) -> None:
-    if as_json:
-        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
-    else:
-        human()
 
 
 def _actor() -> str:
@@ -74,7 +47,7 @@ def _aliases_text(aliases: list[dict[str, str]]) -> str:
     return ", ".join(f"{a['language']}:{a['name']}" for a in aliases)
 
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+_json_option = json_option
 _reason_option = click.option("--reason", default="", help="Why: kept in the class history.")
 
 
@@ -86,7 +59,7 @@ def classes() -> None:
 @classes.command("list")
 @click.option("--status", type=click.Choice([s.value for s in ClassStatus]), default=None)
 @_json_option
-@_domain_errors
+@domain_errors
 def list_command(status: str | None, as_json: bool) -> None:
     """Every class with its status, names and the number of images labelled with it now."""
     runtime = build_runtime()
@@ -108,7 +81,7 @@ def list_command(status: str | None, as_json: bool) -> None:
 @classes.command("history")
 @click.argument("name")
 @_json_option
-@_domain_errors
+@domain_errors
 def history_command(name: str, as_json: bool) -> None:
     """Every change of one class, oldest first."""
     runtime = build_runtime()
@@ -149,7 +122,7 @@ def _history_line(change: ClassChange) -> str:
 @click.option("--lon", "longitude", type=float, help="Longitude, -180 to 180.")
 @_reason_option
 @_json_option
-@_domain_errors
+@domain_errors
 def add_command(
     name: str,
     language: str | None,
@@ -188,7 +161,7 @@ def add_command(
 @click.option("--language", help="Language of ALIAS (default: guessed from the script).")
 @_reason_option
 @_json_option
-@_domain_errors
+@domain_errors
 def alias_command(name: str, alias: str, language: str | None, reason: str, as_json: bool) -> None:
     """Give class NAME another name ALIAS."""
     runtime = build_runtime()
@@ -217,7 +190,7 @@ def alias_command(name: str, alias: str, language: str | None, reason: str, as_j
 @click.option("--language", help="Language of NEW_NAME (default: guessed from the script).")
 @_reason_option
 @_json_option
-@_domain_errors
+@domain_errors
 def rename_command(
     name: str, new_name: str, language: str | None, reason: str, as_json: bool
 ) -> None:
@@ -246,7 +219,7 @@ def rename_command(
 @click.argument("into")
 @_reason_option
 @_json_option
-@_domain_errors
+@domain_errors
 def merge_command(source: str, into: str, reason: str, as_json: bool) -> None:
     """Merge class SOURCE into class INTO: its images and names move, SOURCE is retired."""
     runtime = build_runtime()
@@ -284,7 +257,7 @@ def merge_command(source: str, into: str, reason: str, as_json: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="k-means seed.")
 @_reason_option
 @_json_option
-@_domain_errors
+@domain_errors
 def split_command(name: str, parts: tuple[str, ...], seed: int, reason: str, as_json: bool) -> None:
     """Split class NAME into new classes; its images go back to review, similar ones together."""
     runtime = build_runtime()
@@ -323,7 +296,7 @@ def split_command(name: str, parts: tuple[str, ...], seed: int, reason: str, as_
 @click.argument("name")
 @_reason_option
 @_json_option
-@_domain_errors
+@domain_errors
 def retire_command(name: str, reason: str, as_json: bool) -> None:
     """Retire class NAME: reviewers are no longer offered it; its labels stay."""
     runtime = build_runtime()

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from curation.cli import domain_errors
+from curation.cli_support import domain_errors
 from curation.exceptions import RejectedInput
 from curation.runtime import build_runtime
 from datasets.activation import class_activation

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from curation.cli import domain_errors
+from curation.cli_support import domain_errors
 from curation.runtime import build_runtime
 from datasets.export import FORMATS, ExportFormat, ExportSummary, export_plan, plan_export
 from datasets.export.files import check_target
