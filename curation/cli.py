@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from curation import migrate
 from curation.cli_classes import classes
+from curation.cli_models import models
 from curation.cli_support import domain_errors
 from curation.cli_support import emit as _emit
 from curation.ingest.core import IngestContext
@@ -39,6 +40,7 @@ def main() -> None:
 
 
 main.add_command(classes)  # curation/cli_classes.py
+main.add_command(models)  # curation/cli_models.py
 
 
 # --- database -----------------------------------------------------------------
@@ -295,46 +297,10 @@ def score(limit: int | None, as_json: bool) -> None:
     )
 
 
-@main.command("train")
-@click.option("--seed", type=int, default=0, show_default=True)
-@_json_option
-@domain_errors
-def train(seed: int, as_json: bool) -> None:
-    """Train a classifier head from the current labels and make it the current model."""
-    from curation.learning.backbones import load_backbone
-    from curation.learning.scoring import load_model, score_images, train_model
-
-    runtime = build_runtime()
-    settings = runtime.settings
-    backbone = load_backbone(settings.backbone, settings.backbone_weights)
-    paths = _learning_paths(runtime)
-    version_id = train_model(runtime.factory, paths, space_key=backbone.space_key, seed=seed)
-    with runtime.factory() as session:
-        model = load_model(session, paths, version_id)
-    # Rescore everything already embedded: cached embeddings only, no decoding.
-    rescored = score_images(runtime.factory, paths, model)
-    with runtime.factory() as session:
-        from curation.models import ModelVersion
-
-        metrics = session.get_one(ModelVersion, version_id).metrics
-    payload = {
-        "model_version": version_id,
-        "classes": len(model.class_ids),
-        "training_images": metrics["training_images"],
-        "cross_validated_accuracy": round(metrics["cross_validated_accuracy"], 4),
-        "label_issues_flagged": metrics["label_issues_flagged"],
-        "rescored": rescored,
-    }
-    _emit(
-        as_json,
-        payload,
-        lambda: click.echo(
-            f"model {version_id}: {payload['classes']} classes,"
-            f" {payload['training_images']} images,"
-            f" cross-validated accuracy {payload['cross_validated_accuracy']:.3f};"
-            f" {rescored} images rescored"
-        ),
-    )
+# ``curation train`` trains on a dataset version, so it lives in the datasets
+# layer (datasets/cli_training.py) and arrives through the entry point below;
+# ``curation train --from-labels`` is the training from current labels that
+# used to live here.
 
 
 @main.group()

@@ -7,6 +7,7 @@ SQLite under ``./var/``, and kombu's filesystem transport as the Celery broker.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,17 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigurationError(
             f"{ENV_PREFIX}{name} must be one of {', '.join(allowed)}, got {value!r}"
+        )
+    return value
+
+
+def _crontab(name: str, default: str) -> str:
+    """Five crontab fields (minute hour day-of-month month day-of-week), checked for shape."""
+    value = " ".join((_env(name, default) or default).split())
+    fields = value.split(" ")
+    if len(fields) != 5 or not all(re.fullmatch(r"[0-9*/,\-]+", f) for f in fields):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{name} must be five crontab fields such as '0 2 * * *', got {value!r}"
         )
     return value
 
@@ -101,6 +113,19 @@ class Settings:
     # least this many reviewed training images and test images.
     class_min_train_images: int = 20
     class_min_test_images: int = 5
+    # Promotion gate: no class the champion knows may lose more than this
+    # many points of recall on the frozen test split, and a new class must
+    # reach this recall there.
+    gate_max_class_drop: int = 5
+    gate_min_new_class_recall: float = 0.5
+    # Retraining: an event trigger fires after this many new labels (or when
+    # a class becomes active); the scheduled run follows this crontab
+    # ("minute hour day-of-month month day-of-week", UTC); a running run
+    # that has not reported progress for this long is marked failed.
+    retrain_after_labels: int = 500
+    retrain_schedule: str = "0 2 * * *"
+    retrain_every_seconds: int = 0  # above 0: this interval instead of the crontab
+    training_stale_seconds: int = 900
     broker_transport_options: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -217,5 +242,17 @@ def load_settings() -> Settings:
             "CLASS_MIN_TRAIN_IMAGES", Settings.class_min_train_images, minimum=1
         ),
         class_min_test_images=_env_int("CLASS_MIN_TEST_IMAGES", Settings.class_min_test_images),
+        gate_max_class_drop=_env_int("GATE_MAX_CLASS_DROP", Settings.gate_max_class_drop),
+        gate_min_new_class_recall=_env_share(
+            "GATE_MIN_NEW_CLASS_RECALL", Settings.gate_min_new_class_recall
+        ),
+        retrain_after_labels=_env_int(
+            "RETRAIN_AFTER_LABELS", Settings.retrain_after_labels, minimum=1
+        ),
+        retrain_schedule=_crontab("RETRAIN_SCHEDULE", Settings.retrain_schedule),
+        retrain_every_seconds=_env_int("RETRAIN_EVERY_SECONDS", Settings.retrain_every_seconds),
+        training_stale_seconds=_env_int(
+            "TRAINING_STALE_SECONDS", Settings.training_stale_seconds, minimum=30
+        ),
         broker_transport_options=broker_options,
     )

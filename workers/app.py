@@ -11,6 +11,18 @@ from celery.schedules import crontab
 from curation.settings import load_settings
 
 
+def _crontab(fields: str) -> crontab:
+    """A celery crontab from the five fields of a crontab line (celery orders them otherwise)."""
+    minute, hour, day_of_month, month_of_year, day_of_week = fields.split()
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
+
+
 def make_celery() -> Celery:
     settings = load_settings()
     app = Celery("curation", include=["workers.tasks"])
@@ -47,6 +59,22 @@ def make_celery() -> Celery:
             # On the quarter hours, the buckets of curation.dashboard.SNAPSHOT_EVERY
             # (an interval would drift across them); a tick left waiting past
             # the next one is dropped, the next one measures anew.
+            # Retraining: event triggers checked every five minutes, and the
+            # scheduled run (CURATION_RETRAIN_SCHEDULE, nightly by default, or
+            # every CURATION_RETRAIN_EVERY_SECONDS). Both only request a run
+            # (default queue); the run itself goes to the training queue.
+            "check-retraining-triggers": {
+                "task": "curation.retraining.check_triggers",
+                "schedule": 300.0,
+                "options": {"expires": 300},
+            },
+            "scheduled-retraining": {
+                "task": "curation.retraining.scheduled",
+                "schedule": float(settings.retrain_every_seconds)
+                if settings.retrain_every_seconds
+                else _crontab(settings.retrain_schedule),
+                "options": {"expires": 3600},
+            },
             "record-queue-snapshot": {
                 "task": "curation.dashboard.record_queue_snapshot",
                 "schedule": crontab(minute="*/15"),

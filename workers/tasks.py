@@ -109,3 +109,92 @@ def snapshot_queue() -> dict[str, Any]:
     with runtime.factory() as session, session.begin():
         result = record_queue_snapshot(session, datetime.now(UTC))
     return {"taken_at": result.taken_at.isoformat(), "written": result.written}
+
+
+# --- retraining -----------------------------------------------------------------------
+# The single-run rule is the database's (training_runs admits one queued or
+# running run): a second beat, a second worker or a redelivered task folds
+# into the run that holds the slot, and finds nothing to do.
+
+
+def _send_after_commit(run_id: int | None) -> None:
+    # Called after the commit that queued the run: the worker never looks
+    # for a run that is not visible yet.
+    if run_id is not None:
+        retrain.delay(run_id)
+
+
+@celery_app.task(name="curation.retraining.check_triggers", acks_late=True, time_limit=300)
+def check_retraining_triggers() -> dict[str, Any]:
+    """Reap lost runs; queue a run if enough labels came in or a class became active."""
+    from datetime import UTC, datetime
+
+    from datasets.retraining import request_if_due
+
+    runtime = worker_runtime()
+    with runtime.factory() as session, session.begin():
+        check, run = request_if_due(session, runtime.settings, datetime.now(UTC))
+        run_id = None if run is None else run.id
+    _send_after_commit(run_id)
+    return check.as_dict() | {"queued_run": run_id}
+
+
+@celery_app.task(name="curation.retraining.scheduled", acks_late=True, time_limit=300)
+def scheduled_retraining() -> dict[str, Any]:
+    """The scheduled run (nightly by default), folded into one already queued or running."""
+    from datetime import UTC, datetime
+
+    from datasets.retraining import request_scheduled
+
+    runtime = worker_runtime()
+    with runtime.factory() as session, session.begin():
+        run = request_scheduled(session, runtime.settings, datetime.now(UTC))
+        run_id = None if run is None else run.id
+    _send_after_commit(run_id)
+    return {"queued_run": run_id}
+
+
+@celery_app.task(
+    name="curation.training.retrain",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 300,
+)
+def retrain(run_id: int) -> dict[str, Any]:
+    """Snapshot, train, gate, promote and rescore for queued run ``run_id``.
+
+    Whatever goes wrong, the run ends failed with the error (the training
+    code records its own failures; this catches what comes before it), so the
+    single-run slot is never held by a run nobody is working on.
+    """
+    from datetime import UTC, datetime
+
+    from curation import training_runs
+    from curation.learning.backbones import configured_space_key
+    from curation.learning.scoring import LearningPaths
+    from datasets.retraining import run_retraining
+
+    runtime = worker_runtime()
+    settings = runtime.settings
+    try:
+        outcome = run_retraining(
+            runtime.factory,
+            LearningPaths.under(settings.data_dir),
+            settings,
+            run_id,
+            space_key=configured_space_key(settings.backbone, settings.backbone_weights),
+        )
+    except Exception as error:
+        with runtime.factory() as session, session.begin():
+            training_runs.fail(
+                session, run_id, f"{type(error).__name__}: {error}", datetime.now(UTC)
+            )
+        raise
+    if outcome is None:
+        return {"run": run_id, "skipped": "not queued (another delivery or worker has it)"}
+    return {
+        "run": run_id,
+        "model_version": outcome.model_version_id,
+        "promoted": outcome.promoted,
+    }

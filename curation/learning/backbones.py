@@ -242,6 +242,24 @@ def file_weights_id(path: Path) -> str:
     return f"file:{digest.hexdigest()[:16]}"
 
 
+def configured_space_key(name: str, weights: str) -> str:
+    """The space key :func:`load_backbone` would give, without building the model.
+
+    Training and rescoring read cached embeddings only; they need the space's
+    name, not the network (nor, for ImageNet weights, a download).
+    """
+    spec = get_spec(name)
+    if weights in ("imagenet", "none"):
+        return f"{spec.name}:{weights}"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(
+            f"backbone {spec.name}: weights must be 'imagenet', 'none' or a weights file; "
+            f"{str(path)!r} is not a file"
+        )
+    return f"{spec.name}:{file_weights_id(path)}"
+
+
 def load_backbone(name: str, weights: str) -> LoadedBackbone:
     """Build backbone ``name`` with ``weights``: ``"imagenet"``, ``"none"`` or a file path.
 

@@ -10,6 +10,7 @@ needs neither TensorFlow nor a GPU.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,10 +108,18 @@ def train_head(
     l2: float = 1e-3,
     learning_rate: float = 1e-2,
     validation_share: float = 0.1,
+    validation_data: tuple[NDArray[np.floating], NDArray[np.integer]] | None = None,
+    patience: int = 15,
+    on_epoch: Callable[[int, dict[str, float]], object] | None = None,
 ) -> tuple[Head, dict[str, list[float]]]:
     """Fit the head on (N, D) embeddings and labels in [0, n_classes).
 
-    Returns the head and the training curves (loss and accuracy per epoch).
+    Early stopping watches ``validation_data`` (embeddings, labels) when
+    given (a dataset version's validation split), else a held-out
+    ``validation_share`` of the input (from 50 items). ``on_epoch(epoch,
+    logs)`` runs after each epoch; an exception it raises (a cancellation)
+    stops training and propagates. Returns the head and the training curves
+    (loss and accuracy per epoch).
     """
     import keras
 
@@ -139,19 +148,38 @@ def train_head(
         metrics=["accuracy"],
     )
     order = np.random.default_rng(seed).permutation(len(x))
-    n_validation = int(len(x) * validation_share) if len(x) >= 50 else 0
-    validation, train = order[:n_validation], order[n_validation:]
-    monitor = "val_loss" if n_validation else "loss"
+    held_out: tuple[NDArray[np.float32], NDArray[np.int64]] | None
+    if validation_data is not None and len(validation_data[1]):
+        train = order
+        held_out = (
+            (np.asarray(validation_data[0], dtype=np.float32) - mean) / scale,
+            np.asarray(validation_data[1], dtype=np.int64),
+        )
+    else:
+        n_validation = int(len(x) * validation_share) if len(x) >= 50 else 0
+        validation, train = order[:n_validation], order[n_validation:]
+        held_out = (standard[validation], y[validation]) if n_validation else None
+    monitor = "val_loss" if held_out is not None else "loss"
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True)
+    ]
+    if on_epoch is not None:
+        report = on_epoch
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: report(
+                    epoch, {k: float(v) for k, v in (logs or {}).items()}
+                )
+            )
+        )
     history = model.fit(
         standard[train],
         y[train],
-        validation_data=(standard[validation], y[validation]) if n_validation else None,
+        validation_data=held_out,
         epochs=epochs,
         batch_size=min(256, len(train)),
         class_weight=balanced_class_weights(y[train], n_classes),
-        callbacks=[
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=15, restore_best_weights=True)
-        ],
+        callbacks=callbacks,
         shuffle=True,
         verbose=0,
     )

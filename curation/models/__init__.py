@@ -30,6 +30,7 @@ from curation.models.learning import (
 from curation.models.review import DecisionAction, DecisionOutcome, ReviewDecision
 from curation.models.sources import ImageSource, SourceKind
 from curation.models.taxonomy import ClassAlias, ClassStatus, LandmarkClass
+from curation.models.training import RunStatus, RunTrigger, TrainingRun
 
 __all__ = [
     "COLD_START_RANKING",
@@ -61,9 +62,12 @@ __all__ = [
     "QueueSnapshot",
     "QueueStatus",
     "ReviewDecision",
+    "RunStatus",
+    "RunTrigger",
     "ScoringJob",
     "SourceKind",
     "Split",
+    "TrainingRun",
     "User",
     "UserRole",
 ]

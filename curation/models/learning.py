@@ -83,6 +83,14 @@ class ModelVersion(Base):
     # Set by the transaction that wrote this version's ranking of the whole
     # queue: the newest ranked version orders the queue.
     queue_ranked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The dataset version it was trained on (None: trained from the current
+    # labels), and the run that trained it. No foreign key to training_runs:
+    # the run points here with one, and a cycle of keys would complicate
+    # every create and drop.
+    dataset_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    training_run_id: Mapped[int | None] = mapped_column(Integer)
+    # Why its status last changed (a promotion's gate summary, a rollback's reason).
+    status_reason: Mapped[str | None] = mapped_column(Text)
 
 
 # Lists of numbers: native arrays on PostgreSQL (fixed-width in binary COPY,

@@ -32,6 +32,7 @@ RANKING_TABLES = {"queue_order"}
 REVIEW_TABLES = {"review_decisions"}
 DASHBOARD_TABLES = {"queue_snapshots"}
 DATASET_TABLES = {"dataset_versions", "dataset_entries", "dataset_classes", "class_changes"}
+TRAINING_TABLES = {"training_runs"}
 EXPECTED_TABLES = (
     INITIAL_TABLES
     | LEARNING_TABLES
@@ -39,9 +40,16 @@ EXPECTED_TABLES = (
     | REVIEW_TABLES
     | DASHBOARD_TABLES
     | DATASET_TABLES
+    | TRAINING_TABLES
 )
 # The tables after each downgrade step from head, newest first.
 STEPS_DOWN = [
+    INITIAL_TABLES
+    | LEARNING_TABLES
+    | RANKING_TABLES
+    | REVIEW_TABLES
+    | DASHBOARD_TABLES
+    | DATASET_TABLES,
     INITIAL_TABLES | LEARNING_TABLES | RANKING_TABLES | REVIEW_TABLES | DASHBOARD_TABLES,
     INITIAL_TABLES | LEARNING_TABLES | RANKING_TABLES | REVIEW_TABLES,
     INITIAL_TABLES | LEARNING_TABLES | RANKING_TABLES,

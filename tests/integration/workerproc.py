@@ -33,7 +33,7 @@ def worker_env(
 
 @contextmanager
 def running_worker(
-    env: dict[str, str], log_path: Path, *, queues: str = "default"
+    env: dict[str, str], log_path: Path, *, queues: str = "default", name: str = "test"
 ) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -52,7 +52,7 @@ def running_worker(
                 "--without-gossip",
                 "--without-mingle",
                 "-n",
-                f"test-{os.getpid()}@%h",
+                f"{name}-{os.getpid()}@%h",
             ],
             env=env,
             stdout=log,
@@ -85,3 +85,47 @@ def client_app(
     app.conf.broker_transport_options = transport_options or {}
     app.conf.task_default_queue = "default"
     return app
+
+
+@contextmanager
+def running_beat(env: dict[str, str], folder: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``celery beat`` with its own schedule file and pid file under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "beat.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.app",
+                "beat",
+                "--loglevel=INFO",
+                "--schedule",
+                str(folder / "schedule"),
+                "--pidfile",
+                str(folder / "beat.pid"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while b"beat: Starting" not in log_path.read_bytes():
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"beat exited early:\n{log_path.read_text(errors='replace')}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"beat not ready:\n{log_path.read_text(errors='replace')}")
+                time.sleep(0.2)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,410 @@
+"""The model registry: list, show, compare; the promotion gate; promote and roll back.
+
+A model trained on a dataset version keeps, beside its head, the frozen test
+split it was measured on (``<artifact>.testset.npz``: image ids, true class
+ids, and the embeddings it was given). The gate evaluates the challenger and
+the champion on that same set, so the verdict needs neither the datasets
+layer nor a pixel: the champion's head runs on the challenger's test
+embeddings, and a class the champion lacks is a miss for it.
+
+Domain functions take a session and never commit; :func:`rescore` runs after
+the commit that promoted a model (it opens its own short transactions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from curation.exceptions import Conflict, Forbidden, NotFound, RejectedInput
+from curation.learning.head import Head
+from curation.learning.priority import Strategy
+from curation.learning.scoring import LearningPaths, load_model, score_images
+from curation.models import AuditEntry, ModelStatus, ModelVersion, User, UserRole
+
+Actor = User | str
+
+# --- the frozen test set kept beside a model -------------------------------------
+
+
+@dataclass(frozen=True)
+class FrozenSplit:
+    """A model's evaluation set: (N,) image ids, (N,) true class ids, (N, D) embeddings."""
+
+    image_ids: NDArray[np.int64]
+    class_ids: NDArray[np.int64]
+    embeddings: NDArray[np.float16]
+
+
+def frozen_split_file(paths: LearningPaths, artifact_key: str) -> str:
+    return str(paths.models / f"{artifact_key}.testset.npz")
+
+
+def write_frozen_split(paths: LearningPaths, artifact_key: str, split: FrozenSplit) -> None:
+    paths.models.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        frozen_split_file(paths, artifact_key),
+        image_ids=split.image_ids.astype(np.int64),
+        class_ids=split.class_ids.astype(np.int64),
+        embeddings=split.embeddings.astype(np.float16),
+    )
+
+
+def load_frozen_split(paths: LearningPaths, version: ModelVersion) -> FrozenSplit | None:
+    path = paths.models / f"{version.artifact_key}.testset.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as arrays:
+        return FrozenSplit(
+            image_ids=arrays["image_ids"],
+            class_ids=arrays["class_ids"],
+            embeddings=arrays["embeddings"],
+        )
+
+
+def _head(paths: LearningPaths, version: ModelVersion) -> Head:
+    return Head.from_bytes((paths.models / version.artifact_key).read_bytes())
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One model on one test set: accuracy and recall per true class id."""
+
+    model_version_id: int
+    accuracy: float
+    recall: dict[int, float]
+    support: dict[int, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version_id,
+            "accuracy": round(self.accuracy, 6),
+            "recall": {str(c): round(r, 6) for c, r in sorted(self.recall.items())},
+        }
+
+
+def evaluate_on(head: Head, class_ids: list[int], version_id: int, test: FrozenSplit) -> Evaluation:
+    """Predict ``test`` with ``head`` (outputs in ``class_ids`` order) and score it."""
+    if len(test.class_ids) == 0:
+        return Evaluation(version_id, float("nan"), {}, {})
+    predicted = np.asarray(class_ids, dtype=np.int64)[head.predict_proba(test.embeddings).argmax(1)]
+    correct = predicted == test.class_ids
+    recall: dict[int, float] = {}
+    support: dict[int, int] = {}
+    for class_id in np.unique(test.class_ids):
+        inside = test.class_ids == class_id
+        recall[int(class_id)] = float(correct[inside].mean())
+        support[int(class_id)] = int(inside.sum())
+    return Evaluation(version_id, float(correct.mean()), recall, support)
+
+
+# --- the gate ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    challenger_id: int
+    champion_id: int | None
+    passed: bool
+    checks: list[GateCheck] = field(default_factory=list)
+    challenger: Evaluation | None = None
+    champion: Evaluation | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why it was refused, or (when it passed) what it passed."""
+        failed = [c.detail for c in self.checks if not c.passed]
+        return failed if failed else [c.detail for c in self.checks]
+
+    def summary(self) -> str:
+        verdict = "passed" if self.passed else "refused"
+        return f"gate {verdict}: " + "; ".join(self.reasons)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "challenger": self.challenger_id,
+            "champion": self.champion_id,
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "checks": [c.__dict__ for c in self.checks],
+            "challenger_evaluation": self.challenger.as_dict() if self.challenger else None,
+            "champion_evaluation": self.champion.as_dict() if self.champion else None,
+        }
+
+
+def get_version(session: Session, version_id: int) -> ModelVersion:
+    version = session.get(ModelVersion, version_id)
+    if version is None:
+        raise NotFound(f"model version {version_id} does not exist")
+    return version
+
+
+def current_champion(session: Session) -> ModelVersion | None:
+    return session.scalars(
+        select(ModelVersion)
+        .where(ModelVersion.status == ModelStatus.CHAMPION.value)
+        .order_by(ModelVersion.id.desc())
+        .limit(1)
+    ).first()
+
+
+def evaluate_gate(
+    session: Session,
+    paths: LearningPaths,
+    challenger_id: int,
+    *,
+    max_class_drop: float,
+    min_new_class_recall: float,
+    champion_id: int | None = None,
+) -> GateResult:
+    """Judge ``challenger_id`` against the champion (or ``champion_id``) on the
+    challenger's frozen test split.
+
+    Passes when the challenger's accuracy is not below the champion's, no
+    class both know loses more than ``max_class_drop`` points (0 to 100) of
+    recall, and each class only the challenger knows reaches
+    ``min_new_class_recall`` (0 to 1). With no champion, it passes.
+    """
+    challenger = get_version(session, challenger_id)
+    champion = (
+        get_version(session, champion_id) if champion_id is not None else current_champion(session)
+    )
+    test = load_frozen_split(paths, challenger)
+    if test is None:
+        check = GateCheck(
+            "frozen_test_split",
+            False,
+            f"model {challenger_id} was not trained on a dataset version:"
+            " it has no frozen test split to be judged on",
+        )
+        return GateResult(challenger_id, champion.id if champion else None, False, [check])
+    if len(test.class_ids) == 0:
+        check = GateCheck("frozen_test_split", False, "the frozen test split is empty")
+        return GateResult(challenger_id, champion.id if champion else None, False, [check])
+    mine = evaluate_on(_head(paths, challenger), list(challenger.class_ids), challenger.id, test)
+    if champion is None or champion.id == challenger.id:
+        check = GateCheck("champion", True, "no champion to beat")
+        return GateResult(challenger_id, None, True, [check], mine)
+    if champion.space_id != challenger.space_id:
+        check = GateCheck(
+            "embedding_space",
+            False,
+            f"champion {champion.id} embeds in another space: compare after re-embedding",
+        )
+        return GateResult(challenger_id, champion.id, False, [check], mine)
+    theirs = evaluate_on(_head(paths, champion), list(champion.class_ids), champion.id, test)
+    checks = [
+        GateCheck(
+            "accuracy",
+            mine.accuracy + 1e-9 >= theirs.accuracy,
+            f"accuracy {mine.accuracy:.4f} vs champion {theirs.accuracy:.4f}",
+        )
+    ]
+    known = set(int(c) for c in champion.class_ids)
+    challenger_classes = set(int(c) for c in challenger.class_ids)
+    for class_id in sorted(mine.recall):
+        new, old = mine.recall[class_id], theirs.recall.get(class_id, 0.0)
+        if class_id in known and class_id in challenger_classes:
+            drop = (old - new) * 100
+            checks.append(
+                GateCheck(
+                    f"recall:{class_id}",
+                    drop <= max_class_drop + 1e-9,
+                    f"class {class_id} recall {new:.3f} vs champion {old:.3f}"
+                    f" (drop {max(drop, 0.0):.1f} points, at most {max_class_drop:g})",
+                )
+            )
+        elif class_id in challenger_classes:
+            checks.append(
+                GateCheck(
+                    f"new_class:{class_id}",
+                    new + 1e-9 >= min_new_class_recall,
+                    f"new class {class_id} recall {new:.3f} (needs {min_new_class_recall:.2f})",
+                )
+            )
+    return GateResult(
+        challenger_id, champion.id, all(c.passed for c in checks), checks, mine, theirs
+    )
+
+
+def compare(session: Session, paths: LearningPaths, a_id: int, b_id: int) -> dict[str, Any]:
+    """Two versions side by side, evaluated on one frozen test split (b's, else a's)."""
+    a, b = get_version(session, a_id), get_version(session, b_id)
+    payload: dict[str, Any] = {"a": model_dict(a), "b": model_dict(b), "test_split_of": None}
+    for owner in (b, a):
+        test = load_frozen_split(paths, owner)
+        if test is None:
+            continue
+        if a.space_id != b.space_id:
+            payload["note"] = "different embedding spaces: no shared evaluation"
+            break
+        evaluations = [evaluate_on(_head(paths, m), list(m.class_ids), m.id, test) for m in (a, b)]
+        payload["test_split_of"] = owner.id
+        payload["test_images"] = len(test.class_ids)
+        payload["evaluations"] = [e.as_dict() for e in evaluations]
+        payload["recall_change"] = {
+            str(c): round(evaluations[1].recall[c] - evaluations[0].recall.get(c, 0.0), 6)
+            for c in sorted(evaluations[1].recall)
+        }
+        payload["accuracy_change"] = round(evaluations[1].accuracy - evaluations[0].accuracy, 6)
+        break
+    else:
+        payload["note"] = "neither version has a frozen test split"
+    return payload
+
+
+# --- promotion and rollback ------------------------------------------------------------
+
+
+def _who(actor: Actor) -> tuple[int | None, str]:
+    if isinstance(actor, User):
+        if actor.role != UserRole.ADMIN.value:
+            raise Forbidden("only an admin may promote or roll back a model")
+        return actor.id, f"user:{actor.username}"
+    name = " ".join(actor.split())
+    if not name:
+        raise RejectedInput("the actor's name is empty")
+    return None, name[:200]
+
+
+def _crown(
+    session: Session,
+    version: ModelVersion,
+    *,
+    actor: Actor,
+    action: str,
+    reason: str,
+    details: dict[str, Any],
+    now: datetime,
+) -> ModelVersion:
+    actor_id, actor_name = _who(actor)
+    previous = [
+        m
+        for m in session.scalars(
+            select(ModelVersion).where(ModelVersion.status == ModelStatus.CHAMPION.value)
+        )
+        if m.id != version.id
+    ]
+    for old in previous:
+        old.status = ModelStatus.RETIRED.value
+        old.status_reason = f"replaced by model {version.id} ({action}): {reason}"[:2000]
+    version.status = ModelStatus.CHAMPION.value
+    version.status_reason = reason[:2000]
+    session.add(
+        AuditEntry(
+            at=now,
+            actor_id=actor_id,
+            actor=actor_name,
+            action=action,
+            entity_type="model_version",
+            entity_id=version.id,
+            details=details | {"reason": reason, "previous_champions": [m.id for m in previous]},
+        )
+    )
+    session.flush()
+    return version
+
+
+def promote(
+    session: Session,
+    version_id: int,
+    *,
+    actor: Actor,
+    reason: str,
+    now: datetime,
+    gate: GateResult | None = None,
+) -> ModelVersion:
+    """Make ``version_id`` the champion and retire the old one; audited.
+
+    ``gate`` is the verdict that allowed it (None: an admin promoted without
+    one). A refused gate is refused here too. Rescore afterwards (:func:`rescore`).
+    """
+    version = get_version(session, version_id)
+    if version.status == ModelStatus.CHAMPION.value:
+        raise Conflict(f"model {version_id} is already the champion")
+    if gate is not None and (not gate.passed or gate.challenger_id != version_id):
+        raise Conflict(f"the promotion gate refused model {version_id}: {gate.summary()}")
+    reason = reason.strip() or (gate.summary() if gate else "")
+    if not reason:
+        raise RejectedInput("a promotion needs a reason")
+    details = {"gate": gate.as_dict() if gate else None}
+    return _crown(
+        session, version, actor=actor, action="model.promote", reason=reason,
+        details=details, now=now,
+    )  # fmt: skip
+
+
+def rollback(
+    session: Session, version_id: int, *, actor: Actor, reason: str, now: datetime
+) -> ModelVersion:
+    """Make an earlier version the champion again, with the reason recorded (admin only)."""
+    if not reason.strip():
+        raise RejectedInput("a rollback needs a reason")
+    version = get_version(session, version_id)
+    if version.status == ModelStatus.CHAMPION.value:
+        raise Conflict(f"model {version_id} is already the champion")
+    return _crown(
+        session, version, actor=actor, action="model.rollback", reason=reason.strip(),
+        details={}, now=now,
+    )  # fmt: skip
+
+
+def rescore(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    version_id: int,
+    *,
+    strategy: Strategy = Strategy.BALANCED,
+    random_share: float = 0.05,
+) -> int:
+    """Rescore every cached embedding with ``version_id`` (after the promoting commit)."""
+    with factory() as session:
+        model = load_model(session, paths, version_id)
+    return score_images(factory, paths, model, strategy=strategy, random_share=random_share)
+
+
+# --- listing --------------------------------------------------------------------------
+
+
+def list_models(session: Session) -> list[ModelVersion]:
+    return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+
+def model_dict(version: ModelVersion, *, full: bool = False) -> dict[str, Any]:
+    metrics = version.metrics or {}
+    test = metrics.get("test", {})
+    out: dict[str, Any] = {
+        "id": version.id,
+        "status": version.status,
+        "status_reason": version.status_reason,
+        "created_at": version.created_at.isoformat(),
+        "dataset_version_id": version.dataset_version_id,
+        "training_run_id": version.training_run_id,
+        "classes": len(version.class_ids),
+        "seed": version.seed,
+        "accuracy": test.get("accuracy", metrics.get("cross_validated_accuracy")),
+        "top5_accuracy": test.get("top5_accuracy"),
+        "expected_calibration_error": test.get("expected_calibration_error"),
+    }
+    if full:
+        out |= {
+            "class_ids": list(version.class_ids),
+            "space_id": version.space_id,
+            "artifact_key": version.artifact_key,
+            "settings": version.settings,
+            "metrics": metrics,
+        }
+    return out

@@ -1,0 +1,176 @@
+"""``curation train``: train on a dataset version, judge, promote, rescore.
+
+Attached to the ``curation`` command through the ``curation.commands`` entry
+point (pyproject.toml): training on a dataset version reads the datasets
+layer, which the domain package's CLI may not import.
+"""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from curation.cli_support import domain_errors, emit, json_option
+from curation.exceptions import ConfigurationError
+from curation.learning.priority import Strategy
+from curation.learning.scoring import LearningPaths
+from curation.runtime import Runtime, build_runtime
+from curation.settings import Settings
+from datasets.training import (
+    GateSettings,
+    TrainingOptions,
+    TrainingOutcome,
+    request_and_train,
+)
+
+
+def space_key(settings: Settings) -> str:
+    """The embedding space of the configured backbone, without building it."""
+    from curation.learning.backbones import file_weights_id, get_spec
+
+    spec = get_spec(settings.backbone)
+    weights = settings.backbone_weights
+    if weights in ("imagenet", "none"):
+        return f"{spec.name}:{weights}"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(f"backbone weights {str(path)!r} is not a file")
+    return f"{spec.name}:{file_weights_id(path)}"
+
+
+def _from_labels(runtime: Runtime, seed: int, promote: bool) -> dict[str, Any]:
+    """The training of before dataset versions: every current label, promoted at once."""
+    from curation.learning.scoring import load_model, score_images, train_model
+    from curation.models import ModelVersion
+
+    paths = LearningPaths.under(runtime.settings.data_dir)
+    version_id = train_model(
+        runtime.factory, paths, space_key=space_key(runtime.settings), seed=seed, promote=promote
+    )
+    rescored = None
+    if promote:
+        with runtime.factory() as session:
+            model = load_model(session, paths, version_id)
+        rescored = score_images(runtime.factory, paths, model)
+    with runtime.factory() as session:
+        version = session.get_one(ModelVersion, version_id)
+        metrics, classes = version.metrics, len(version.class_ids)
+    return {
+        "model_version": version_id,
+        "classes": classes,
+        "training_images": metrics["training_images"],
+        "cross_validated_accuracy": round(metrics["cross_validated_accuracy"], 4),
+        "label_issues_flagged": metrics["label_issues_flagged"],
+        "promoted": promote,
+        "rescored": rescored,
+    }
+
+
+def _print(outcome: TrainingOutcome) -> None:
+    test = outcome.test_metrics
+    click.echo(
+        f"model {outcome.model_version_id} (run {outcome.run_id}) on {outcome.dataset_version}:"
+        f" {outcome.classes} classes, {outcome.images['train']} train /"
+        f" {outcome.images['validation']} validation / {outcome.images['test']} test images"
+        f" ({outcome.seconds:.1f} s)"
+    )
+    if outcome.missing_embeddings:
+        click.echo(
+            f"  {len(outcome.missing_embeddings)} images have no embedding and were left out"
+            " (run `curation score`): " + ", ".join(str(i) for i in outcome.missing_embeddings[:20])
+        )
+    accuracy, top5 = test["accuracy"], test["top5_accuracy"]
+    ece = test["expected_calibration_error"]
+    if accuracy is not None:
+        click.echo(f"  frozen test split: accuracy {accuracy:.3f}, top-5 {top5:.3f}, ECE {ece:.3f}")
+    if outcome.gate is not None:
+        click.echo("  " + outcome.gate.summary())
+    if outcome.promoted:
+        click.echo(f"  promoted to champion; {outcome.rescored} images rescored")
+    for note in outcome.notes:
+        click.echo(f"  {note}")
+
+
+@click.command("train")
+@click.option("--dataset", "dataset", default="latest", show_default=True, help="v3, 3 or latest.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-promote", is_flag=True, help="Keep the new model a candidate.")
+@click.option(
+    "--from-labels",
+    is_flag=True,
+    help="The old training: every current label, no dataset version, no gate.",
+)
+@click.option("--epochs", type=click.IntRange(1, 10000), default=200, show_default=True)
+@click.option(
+    "--fine-tune-blocks",
+    type=click.IntRange(0, 100),
+    default=0,
+    help="Fine-tune this many top backbone blocks (not implemented).",
+)
+@click.option("--augment", is_flag=True, help="Augment while fine-tuning (not implemented).")
+@click.option(
+    "--trainable-batchnorm",
+    is_flag=True,
+    help="Train BatchNorm when fine-tuning (not implemented).",
+)
+@json_option
+@domain_errors
+def train(
+    dataset: str,
+    seed: int,
+    no_promote: bool,
+    from_labels: bool,
+    epochs: int,
+    fine_tune_blocks: int,
+    augment: bool,
+    trainable_batchnorm: bool,
+    as_json: bool,
+) -> None:
+    """Train a classifier head on a dataset version and promote it if it passes the gate.
+
+    The head learns from the version's train split (cached embeddings, the
+    crop to the box where there is one), stops early on its validation
+    split, and is measured on its frozen test split; the promotion gate
+    compares it there with the champion.
+    """
+    options = TrainingOptions(
+        epochs=epochs,
+        fine_tune_blocks=fine_tune_blocks,
+        augment=augment,
+        trainable_batchnorm=trainable_batchnorm,
+    )
+    options.check()
+    runtime = build_runtime()
+    settings = runtime.settings
+    if from_labels:
+        payload = _from_labels(runtime, seed, not no_promote)
+        emit(
+            as_json,
+            payload,
+            lambda: click.echo(
+                f"model {payload['model_version']}: {payload['classes']} classes,"
+                f" {payload['training_images']} images, cross-validated accuracy"
+                f" {payload['cross_validated_accuracy']:.3f}; {payload['rescored']} rescored"
+            ),
+        )
+        return
+    outcome = request_and_train(
+        runtime.factory,
+        LearningPaths.under(settings.data_dir),
+        requested_by=f"cli:{getpass.getuser()}",
+        version_ref=dataset,
+        space_key=space_key(settings),
+        seed=seed,
+        options=options,
+        promote=not no_promote,
+        gate=GateSettings(
+            max_class_drop=settings.gate_max_class_drop,
+            min_new_class_recall=settings.gate_min_new_class_recall,
+        ),
+        strategy=Strategy(settings.queue_strategy),
+        random_share=settings.queue_random_share,
+    )
+    emit(as_json, outcome.as_dict(), lambda: _print(outcome))

@@ -1,0 +1,492 @@
+"""Train a classifier head on a dataset version, judge it, and promote it if it passes.
+
+Lives in the datasets layer because it reads a version's manifest (the
+domain package may not import this one); everything it writes goes through
+domain functions (:mod:`curation.training_runs`, :mod:`curation.registry`).
+
+The head is fitted on the train split's cached embeddings (the crop to the
+label's box where the entry has one), stops early on the validation split,
+and is measured on the frozen test split, which is also kept beside the
+model so the promotion gate can judge any later challenger on it. No
+session stays open while Keras trains: read, close, train, write.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from curation import registry, training_runs
+from curation.exceptions import CurationError, NotFound
+from curation.learning import embedding_store
+from curation.learning.head import train_head
+from curation.learning.metrics import evaluate
+from curation.learning.priority import Strategy
+from curation.learning.scoring import LearningPaths
+from curation.models import (
+    EmbeddingSpace,
+    ImageEmbedding,
+    ModelStatus,
+    ModelVersion,
+    RunStatus,
+    RunTrigger,
+    Split,
+)
+from datasets.manifest import Manifest
+from datasets.versions import find_version, load_manifest
+
+
+class TrainingCancelled(CurationError):
+    """The run was cancelled (or reaped) while training; nothing was written."""
+
+
+class FineTuningNotImplemented(CurationError):
+    """Fine-tuning the backbone is not implemented: only the head is trained."""
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    epochs: int = 200
+    patience: int = 15
+    l2: float = 1e-3
+    learning_rate: float = 1e-2
+    # Confident learning on the train split (out-of-sample, scikit-learn), so
+    # the queue's label-error strategy has scores under the new model.
+    label_issues: bool = True
+    # Fine-tuning the top backbone blocks (with augmentation and a choice of
+    # trainable BatchNorm) is not implemented; asking for it is an error.
+    fine_tune_blocks: int = 0
+    augment: bool = False
+    trainable_batchnorm: bool = False
+
+    def check(self) -> None:
+        if self.fine_tune_blocks or self.augment or self.trainable_batchnorm:
+            raise FineTuningNotImplemented(
+                "fine-tuning backbone blocks (augmentation, trainable BatchNorm) is not"
+                " implemented: only the classifier head on cached embeddings can be trained"
+            )
+
+
+@dataclass
+class TrainingOutcome:
+    model_version_id: int
+    dataset_version: str
+    run_id: int | None
+    classes: int
+    images: dict[str, int]
+    # Entries of the version with no embedding in the space: not trained or
+    # measured on; embed them (``curation score``) and train again.
+    missing_embeddings: list[int]
+    # Boxed entries whose crop was never embedded: their full image was used.
+    full_image_for_box: int
+    test_metrics: dict[str, Any]
+    seconds: float
+    gate: registry.GateResult | None = None
+    promoted: bool = False
+    rescored: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "gate"}
+        out["missing_embeddings"] = len(self.missing_embeddings)
+        out["missing_embedding_image_ids"] = self.missing_embeddings[:100]
+        out["gate"] = self.gate.as_dict() if self.gate else None
+        return out
+
+
+@dataclass(frozen=True)
+class VersionEmbeddings:
+    """A version's entries that have an embedding: (n,) ids, class ids, splits; (n, D) vectors."""
+
+    image_ids: NDArray[np.int64]
+    class_ids: NDArray[np.int64]
+    splits: NDArray[np.int8]
+    embeddings: NDArray[np.float16]
+    missing: list[int]
+    full_image_for_box: int
+
+
+def version_embeddings(
+    session: Session, paths: LearningPaths, space: EmbeddingSpace, manifest: Manifest
+) -> VersionEmbeddings:
+    """The cached embedding of each entry: the crop to its box where it has one.
+
+    An entry with a box whose crop was not embedded falls back to its full
+    image (counted); one with no embedding at all is reported in ``missing``.
+    """
+    rows: dict[tuple[int, str], int] = {}
+    ids = manifest.image_ids.tolist()
+    for start in range(0, len(ids), 10000):
+        chunk = ids[start : start + 10000]
+        query = select(ImageEmbedding.image_id, ImageEmbedding.crop_key, ImageEmbedding.row).where(
+            ImageEmbedding.space_id == space.id, ImageEmbedding.image_id.in_(chunk)
+        )
+        rows.update(((i, c), r) for i, c, r in session.execute(query).tuples())
+    boxed: NDArray[np.bool_] = np.asarray(~np.isnan(manifest.boxes).any(axis=1))
+    picked: list[int] = []
+    keep: list[int] = []
+    missing: list[int] = []
+    fallback = 0
+    for n, image_id in enumerate(ids):
+        row = None
+        if boxed[n]:
+            x0, y0, x1, y1 = (float(v) for v in manifest.boxes[n])
+            row = rows.get((image_id, embedding_store.crop_key((x0, y0, x1, y1))))
+        if row is None:
+            row = rows.get((image_id, embedding_store.FULL))
+            if row is not None and boxed[n]:
+                fallback += 1
+        if row is None:
+            missing.append(image_id)
+            continue
+        picked.append(row)
+        keep.append(n)
+    matrix = embedding_store.space_file(paths.embeddings, space).matrix()
+    vectors = (
+        np.asarray(matrix[np.asarray(picked, dtype=np.int64)])
+        if picked
+        else np.zeros((0, space.dim), np.float16)
+    )
+    index = np.asarray(keep, dtype=np.int64)
+    return VersionEmbeddings(
+        image_ids=manifest.image_ids[index],
+        class_ids=manifest.class_ids[index],
+        splits=manifest.splits[index],
+        embeddings=vectors,
+        missing=missing,
+        full_image_for_box=fallback,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Heartbeat:
+    """Reports progress at most once a second; raises when the run must stop."""
+
+    def __init__(self, factory: sessionmaker[Session], run_id: int | None, epochs: int) -> None:
+        self.factory, self.run_id, self.epochs = factory, run_id, epochs
+        self.last = 0.0
+
+    def beat(self, progress: float, message: str, *, force: bool = False) -> None:
+        if self.run_id is None:
+            return
+        if not force and time.monotonic() - self.last < 1.0:
+            return
+        self.last = time.monotonic()
+        with self.factory() as session, session.begin():
+            stop = training_runs.heartbeat(session, self.run_id, progress, message, _now())
+        if stop:
+            raise TrainingCancelled(f"training run {self.run_id} was cancelled")
+
+    def on_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        loss = logs.get("val_loss", logs.get("loss", float("nan")))
+        self.beat(0.1 + 0.8 * (epoch + 1) / self.epochs, f"epoch {epoch + 1}: loss {loss:.4f}")
+
+
+def train_on_version(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    *,
+    version_ref: str | int = "latest",
+    space_key: str,
+    run_id: int | None = None,
+    seed: int = 0,
+    options: TrainingOptions | None = None,
+) -> TrainingOutcome:
+    """Train a head on dataset version ``version_ref`` and write it as a candidate.
+
+    With ``run_id``, the run is started if queued, beats its progress between
+    epochs (a cancel request stops it: :class:`TrainingCancelled`), and ends
+    succeeded with the model, failed with the error, or cancelled.
+    """
+    options = options or TrainingOptions()
+    options.check()
+    started = time.perf_counter()
+    pinned: int | None = None
+    if run_id is not None:
+        with factory() as session, session.begin():
+            run = training_runs.get_run(session, run_id)
+            if run.status == RunStatus.QUEUED.value:
+                training_runs.start(session, run_id, _now())
+            elif run.status != RunStatus.RUNNING.value:
+                raise CurationError(f"training run {run_id} is {run.status}: nothing to train")
+            pinned = run.dataset_version_id
+    try:
+        outcome = _train(factory, paths, pinned or version_ref, space_key, run_id, seed, options)
+    except TrainingCancelled:
+        if run_id is not None:
+            with factory() as session, session.begin():
+                if training_runs.get_run(session, run_id).status == RunStatus.RUNNING.value:
+                    training_runs.mark_cancelled(session, run_id, _now())
+        raise
+    except BaseException as error:
+        if run_id is not None:
+            with factory() as session, session.begin():
+                training_runs.fail(session, run_id, f"{type(error).__name__}: {error}", _now())
+        raise
+    outcome.seconds = round(time.perf_counter() - started, 3)
+    return outcome
+
+
+def _train(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    version_ref: str | int,
+    space_key: str,
+    run_id: int | None,
+    seed: int,
+    options: TrainingOptions,
+) -> TrainingOutcome:
+    from curation.models import DatasetVersion
+
+    beat = _Heartbeat(factory, run_id, options.epochs)
+    # Read: the version's manifest and its cached embeddings; then close.
+    with factory() as session, session.begin():
+        if isinstance(version_ref, int):  # a run's pinned version, by id
+            found = session.get(DatasetVersion, version_ref)
+            if found is None:
+                raise NotFound(f"dataset version id {version_ref} does not exist")
+            version = found
+        else:
+            version = find_version(session, version_ref)
+        version_id, version_name = version.id, f"v{version.number}"
+        if run_id is not None:
+            training_runs.set_dataset_version(session, run_id, version_id)
+        space = session.scalars(
+            select(EmbeddingSpace).where(EmbeddingSpace.key == space_key)
+        ).first()
+        if space is None:
+            raise NotFound(f"no embeddings in space {space_key}: run `curation score` first")
+        space_id = space.id
+        manifest = load_manifest(session, version)
+        data = version_embeddings(session, paths, space, manifest)
+    beat.beat(0.05, f"{version_name}: {len(data.image_ids)} images with embeddings", force=True)
+
+    train = data.splits == int(Split.TRAIN)
+    validation = data.splits == int(Split.VALIDATION)
+    test = data.splits == int(Split.TEST)
+    class_ids = sorted({int(c) for c in data.class_ids[train]})
+    if len(class_ids) < 2:
+        raise CurationError(
+            f"{version_name}: training needs embedded train-split images of at least 2 classes,"
+            f" found {len(class_ids)} ({len(data.missing)} entries have no embedding)"
+        )
+    known = np.asarray(class_ids, dtype=np.int64)
+    position = np.clip(np.searchsorted(known, data.class_ids), 0, len(known) - 1)
+    index = np.where(known[position] == data.class_ids, position, -1)
+    # Validation items of a class with no training image cannot guide early
+    # stopping (their loss is undefined): left out of it.
+    validation &= index >= 0
+    x = data.embeddings
+    head, curves = train_head(
+        x[train],
+        index[train],
+        n_classes=len(class_ids),
+        seed=seed,
+        epochs=options.epochs,
+        l2=options.l2,
+        learning_rate=options.learning_rate,
+        validation_data=(x[validation], index[validation]),
+        patience=options.patience,
+        on_epoch=beat.on_epoch,
+    )
+    beat.beat(0.9, "measuring on the frozen test split", force=True)
+    probabilities = head.predict_proba(x[test])
+    test_metrics = evaluate(index[test], probabilities, class_ids=class_ids)
+
+    artifact = f"{uuid.uuid4().hex}.npz"
+    paths.models.mkdir(parents=True, exist_ok=True)
+    (paths.models / artifact).write_bytes(head.to_bytes())
+    registry.write_frozen_split(
+        paths,
+        artifact,
+        registry.FrozenSplit(
+            image_ids=data.image_ids[test],
+            class_ids=data.class_ids[test],
+            embeddings=x[test],
+        ),
+    )
+    flagged = 0
+    if options.label_issues:
+        flagged = _write_label_issues(paths, artifact, data.image_ids[train], x[train],
+                                      index[train], len(class_ids), seed)  # fmt: skip
+    beat.beat(0.95, "writing the model", force=True)
+    images = {
+        "train": int(train.sum()),
+        "validation": int(validation.sum()),
+        "test": int(test.sum()),
+        "missing_embeddings": len(data.missing),
+    }
+    with factory() as session, session.begin():
+        model = ModelVersion(
+            space_id=space_id,
+            class_ids=class_ids,
+            artifact_key=artifact,
+            seed=seed,
+            settings={
+                "head": "softmax",
+                "class_weights": "balanced",
+                "backbone": space_key,
+                "dataset_version": version_name,
+                "class_ids": class_ids,
+                "seed": seed,
+                "options": asdict(options),
+                "fine_tuned": False,
+            },
+            metrics={
+                "test": test_metrics,
+                "images": images,
+                "training_images": images["train"],
+                "full_image_for_box": data.full_image_for_box,
+                "label_issues_flagged": flagged,
+                "curves": curves,
+                "epochs_run": len(next(iter(curves.values()), [])),
+            },
+            status=ModelStatus.CANDIDATE.value,
+            dataset_version_id=version_id,
+            training_run_id=run_id,
+        )
+        session.add(model)
+        session.flush()
+        model_id = model.id
+        if run_id is not None:
+            if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
+                raise TrainingCancelled(f"training run {run_id} ended while training")
+            training_runs.finish(session, run_id, model_version_id=model_id, now=_now())
+    return TrainingOutcome(
+        model_version_id=model_id,
+        dataset_version=version_name,
+        run_id=run_id,
+        classes=len(class_ids),
+        images=images,
+        missing_embeddings=data.missing,
+        full_image_for_box=data.full_image_for_box,
+        test_metrics=test_metrics,
+        seconds=0.0,
+    )
+
+
+def _write_label_issues(
+    paths: LearningPaths,
+    artifact: str,
+    image_ids: NDArray[np.int64],
+    embeddings: NDArray[np.float16],
+    labels: NDArray[np.int64],
+    n_classes: int,
+    seed: int,
+) -> int:
+    """Confident learning on the train split, kept beside the model as scoring expects."""
+    from curation.learning.scores import label_issue_scores, out_of_sample_probabilities
+
+    oos = out_of_sample_probabilities(
+        embeddings.astype(np.float32), labels, n_classes=n_classes, seed=seed
+    )
+    scores, mask = label_issue_scores(labels, oos)
+    np.savez(
+        paths.models / f"{artifact}.issues.npz",
+        image_ids=image_ids,
+        scores=np.asarray(scores, dtype=np.float64),
+        flagged=np.asarray(mask, dtype=bool),
+    )
+    return int(np.sum(mask))
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    max_class_drop: float = 5.0
+    min_new_class_recall: float = 0.5
+
+
+def train_and_promote(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    *,
+    version_ref: str | int = "latest",
+    space_key: str,
+    run_id: int | None = None,
+    seed: int = 0,
+    options: TrainingOptions | None = None,
+    promote: bool = True,
+    gate: GateSettings | None = None,
+    actor: str = "training",
+    strategy: Strategy = Strategy.BALANCED,
+    random_share: float = 0.05,
+    on_trained: Callable[[TrainingOutcome], object] | None = None,
+) -> TrainingOutcome:
+    """Train (:func:`train_on_version`), judge the candidate against the champion,
+    promote it when the gate passes (and ``promote``), then rescore the queue."""
+    gate = gate or GateSettings()
+    outcome = train_on_version(
+        factory, paths, version_ref=version_ref, space_key=space_key, run_id=run_id,
+        seed=seed, options=options,
+    )  # fmt: skip
+    if on_trained is not None:
+        on_trained(outcome)
+    with factory() as session, session.begin():
+        result = registry.evaluate_gate(
+            session,
+            paths,
+            outcome.model_version_id,
+            max_class_drop=gate.max_class_drop,
+            min_new_class_recall=gate.min_new_class_recall,
+        )
+        outcome.gate = result
+        if promote and result.passed:
+            registry.promote(
+                session,
+                outcome.model_version_id,
+                actor=actor,
+                reason=result.summary(),
+                now=_now(),
+                gate=result,
+            )
+            outcome.promoted = True
+        elif not promote:
+            outcome.notes.append("not promoted: --no-promote")
+        else:
+            outcome.notes.append("not promoted: " + result.summary())
+    if outcome.promoted:
+        # After the commit: the queue is reordered from cached embeddings.
+        outcome.rescored = registry.rescore(
+            factory, paths, outcome.model_version_id, strategy=strategy, random_share=random_share
+        )
+    return outcome
+
+
+def request_and_train(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    *,
+    requested_by: str,
+    trigger: RunTrigger = RunTrigger.MANUAL,
+    **kwargs: Any,
+) -> TrainingOutcome:
+    """Queue a run (or take over the queued one) and train it in this process.
+
+    Refused with :class:`curation.exceptions.Conflict` while another run is
+    running.
+    """
+    from curation.exceptions import Conflict
+
+    with factory() as session, session.begin():
+        run, created = training_runs.request_run(
+            session, trigger=trigger, requested_by=requested_by
+        )
+        if not created and run.status == RunStatus.RUNNING.value:
+            raise Conflict(
+                f"training run {run.id} is already running (requested by {run.requested_by});"
+                " this request was folded into it"
+            )
+        run_id = run.id
+    return train_and_promote(factory, paths, run_id=run_id, actor=requested_by, **kwargs)

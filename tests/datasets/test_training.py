@@ -1,0 +1,312 @@
+"""The retraining loop on generated data: cached embeddings -> dataset version -> train ->
+metrics on the frozen test split -> gate -> promote -> rescore -> rollback; and the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from curation import registry
+from curation import training_runs as runs
+from curation.cli import main
+from curation.exceptions import Conflict
+from curation.labels import append_label, current_labels
+from curation.learning import embedding_store
+from curation.learning.scoring import LearningPaths
+from curation.models import (
+    AuditEntry,
+    ImageScore,
+    LandmarkClass,
+    ModelVersion,
+    RunTrigger,
+    Split,
+)
+from datasets.training import (
+    FineTuningNotImplemented,
+    GateSettings,
+    TrainingCancelled,
+    TrainingOptions,
+    request_and_train,
+    train_and_promote,
+    train_on_version,
+)
+from datasets.versions import load_manifest, snapshot
+from tests.factories import image_row
+
+SPACE = "efficientnetb0:none"  # what the CLI derives from backbone efficientnetb0, weights none
+DIM = 8
+PER_CLASS = 40
+FAST = TrainingOptions(epochs=60, patience=10)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _paths(runtime) -> LearningPaths:
+    return LearningPaths.under(runtime.settings.data_dir)
+
+
+def _build(runtime) -> dict[str, object]:
+    """3 classes x 40 labelled images with well separated embeddings (boxed ones as crops);
+    one more labelled image that was never embedded; snapshot v1."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(3, DIM)) * 4
+    paths = _paths(runtime)
+    with runtime.factory() as session, session.begin():
+        classes = [
+            LandmarkClass(slug=f"c{k}", display_name=f"Class {k}", status="active")
+            for k in range(3)
+        ]
+        session.add_all(classes)
+        session.flush()
+        space = embedding_store.get_or_create_space(
+            session, key=SPACE, backbone="efficientnetb0", weights_id="none", dim=DIM
+        )
+        keys, vectors = [], []
+        for k, landmark in enumerate(classes):
+            for j in range(PER_CLASS):
+                image = image_row(session, 1000 * (k + 1) + j)
+                box = (10.0, 10.0, 200.0, 150.0) if j % 4 == 0 else None
+                append_label(
+                    session, image_id=image.id, class_id=landmark.id, box=box, origin="import:t"
+                )
+                point = centres[k] + rng.normal(size=DIM)
+                if box is not None:
+                    # The full image is a poor view; the crop shows the landmark.
+                    keys.append((image.id, embedding_store.FULL))
+                    vectors.append(rng.normal(size=DIM) * 4)
+                    keys.append((image.id, embedding_store.crop_key(box)))
+                else:
+                    keys.append((image.id, embedding_store.FULL))
+                vectors.append(point)
+        embedding_store.record(session, paths.embeddings, space, keys, np.asarray(vectors))
+        unembedded = image_row(session, 9999)
+        append_label(
+            session, image_id=unembedded.id, class_id=classes[0].id, box=None, origin="import:t"
+        )
+        snapshot(session, author="test", message="v1", seed=3)
+    return {"class_ids": [c.id for c in classes], "unembedded": unembedded.id}
+
+
+@pytest.fixture
+def built(runtime):
+    return _build(runtime)
+
+
+def _shuffled_v2(runtime) -> None:
+    """Relabel every train-split image of v1 at random; test labels stay: snapshot v2."""
+    rng = np.random.default_rng(1)
+    with runtime.factory() as session, session.begin():
+        manifest = load_manifest(session, "v1")
+        train = manifest.image_ids[manifest.in_split(Split.TRAIN)].tolist()
+        labels = {label.image_id: label for label in current_labels(session, train)}
+        classes = sorted(set(manifest.class_ids.tolist()))
+        for image_id in train:
+            old = labels[image_id]
+            append_label(
+                session,
+                image_id=image_id,
+                class_id=int(rng.choice(classes)),
+                box=old.box,
+                origin="import:shuffled",
+                supersedes=old,
+            )
+        snapshot(session, author="test", message="v2: shuffled train labels")
+
+
+def test_the_whole_loop(runtime, built) -> None:
+    paths = _paths(runtime)
+    first = request_and_train(
+        runtime.factory,
+        paths,
+        requested_by="test",
+        version_ref="v1",
+        space_key=SPACE,
+        seed=0,
+        options=FAST,
+    )
+    # Trained, measured on the frozen test split, judged (no champion), promoted, rescored.
+    assert first.dataset_version == "v1" and first.classes == 3
+    assert first.missing_embeddings == [built["unembedded"]]
+    assert first.test_metrics["accuracy"] >= 0.9
+    assert set(first.test_metrics) >= {
+        "top5_accuracy",
+        "expected_calibration_error",
+        "per_class",
+        "confusion_matrix",
+    }
+    assert first.gate is not None and first.gate.passed and first.promoted
+    assert first.rescored == 3 * PER_CLASS
+    with runtime.factory() as session:
+        model = session.get_one(ModelVersion, first.model_version_id)
+        assert model.status == "champion" and model.dataset_version_id is not None
+        assert model.training_run_id == first.run_id
+        assert model.settings["dataset_version"] == "v1" and model.settings["seed"] == 0
+        assert model.settings["class_ids"] == sorted(built["class_ids"])
+        assert model.metrics["curves"]["loss"] and model.metrics["curves"]["val_loss"]
+        run = runs.get_run(session, first.run_id)
+        assert run.status == "succeeded" and run.model_version_id == model.id
+        assert run.progress == 1.0 and run.dataset_version_id == model.dataset_version_id
+        scored = session.scalar(select(func.count()).where(ImageScore.model_version_id == model.id))
+        assert scored == 3 * PER_CLASS and model.queue_ranked_at is not None
+
+    # A challenger trained on shuffled labels is judged on the same frozen test
+    # split, and refused.
+    _shuffled_v2(runtime)
+    second = train_and_promote(
+        runtime.factory, paths, version_ref="latest", space_key=SPACE, options=FAST,
+        gate=GateSettings(max_class_drop=5, min_new_class_recall=0.5),
+    )  # fmt: skip
+    assert second.dataset_version == "v2"
+    assert second.gate is not None and not second.gate.passed and not second.promoted
+    assert any(r.startswith("accuracy") for r in second.gate.reasons)
+    assert second.gate.champion_id == first.model_version_id
+    with runtime.factory() as session:
+        assert session.get_one(ModelVersion, second.model_version_id).status == "candidate"
+        comparison = registry.compare(
+            session, paths, first.model_version_id, second.model_version_id
+        )
+        assert comparison["accuracy_change"] < -0.2
+        with pytest.raises(Conflict, match="gate refused"):
+            registry.promote(
+                session,
+                second.model_version_id,
+                actor="admin",
+                reason="try",
+                now=_now(),
+                gate=second.gate,
+            )
+
+    # An admin forces it anyway, then rolls back with a reason.
+    with runtime.factory() as session, session.begin():
+        registry.promote(
+            session, second.model_version_id, actor="admin", reason="experiment", now=_now()
+        )
+    with runtime.factory() as session, session.begin():
+        registry.rollback(
+            session,
+            first.model_version_id,
+            actor="admin",
+            reason="v2 labels were shuffled",
+            now=_now(),
+        )
+    rescored = registry.rescore(runtime.factory, paths, first.model_version_id)
+    assert rescored == 3 * PER_CLASS
+    with runtime.factory() as session:
+        back = session.get_one(ModelVersion, first.model_version_id)
+        bad = session.get_one(ModelVersion, second.model_version_id)
+        assert back.status == "champion" and back.status_reason == "v2 labels were shuffled"
+        assert bad.status == "retired"
+        actions = session.scalars(
+            select(AuditEntry.action).where(AuditEntry.entity_type == "model_version")
+        ).all()
+        assert actions == ["model.promote", "model.promote", "model.rollback"]
+        entry = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "model.rollback")
+        ).one()
+        assert entry.details["reason"] == "v2 labels were shuffled"
+        assert entry.details["previous_champions"] == [second.model_version_id]
+
+
+def test_a_cancelled_run_stops_and_writes_nothing(runtime, built) -> None:
+    with runtime.factory() as session, session.begin():
+        run, _ = runs.request_run(session, trigger=RunTrigger.MANUAL, requested_by="t")
+        runs.start(session, run.id, _now())
+        runs.cancel_request(session, run.id, _now())
+        run_id = run.id
+    with pytest.raises(TrainingCancelled):
+        train_on_version(
+            runtime.factory, _paths(runtime), space_key=SPACE, run_id=run_id, options=FAST
+        )
+    with runtime.factory() as session:
+        assert runs.get_run(session, run_id).status == "cancelled"
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
+
+
+def test_a_failed_training_marks_its_run_failed(runtime, built) -> None:
+    with runtime.factory() as session, session.begin():
+        run, _ = runs.request_run(session, trigger="manual", requested_by="t")
+        run_id = run.id
+    with pytest.raises(Exception, match="no embeddings in space"):
+        train_on_version(runtime.factory, _paths(runtime), space_key="other:none", run_id=run_id)
+    with runtime.factory() as session:
+        run = runs.get_run(session, run_id)
+        assert run.status == "failed" and "no embeddings in space" in (run.error or "")
+
+
+def test_fine_tuning_is_refused_as_not_implemented(runtime) -> None:
+    with pytest.raises(FineTuningNotImplemented, match="not implemented"):
+        train_on_version(
+            runtime.factory,
+            _paths(runtime),
+            space_key=SPACE,
+            options=TrainingOptions(fine_tune_blocks=2),
+        )
+
+
+# --- the command line ---------------------------------------------------------------
+
+
+def _cli(runtime, *args: str):
+    env = {
+        "CURATION_ENV": "test",
+        "CURATION_DATA_DIR": str(runtime.settings.data_dir),
+        "CURATION_DATABASE_URL": runtime.settings.database_url,
+        "CURATION_SECRET_KEY": "cli-test-secret",
+        "CURATION_BACKBONE": "efficientnetb0",
+        "CURATION_BACKBONE_WEIGHTS": "none",
+        "CURATION_NO_PROGRESS": "1",
+    }
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_cli_train_models_promote_and_rollback(runtime, built, tmp_path: Path) -> None:
+    result = _cli(runtime, "train", "--dataset", "v1", "--epochs", "60", "--json")
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.output)
+    first = trained["model_version_id"]
+    assert trained["promoted"] and trained["gate"]["passed"]
+    assert trained["missing_embeddings"] == 1
+
+    result = _cli(runtime, "train", "--no-promote", "--epochs", "60", "--seed", "1", "--json")
+    assert result.exit_code == 0, result.output
+    second = json.loads(result.output)["model_version_id"]
+    assert json.loads(result.output)["promoted"] is False
+
+    listed = json.loads(_cli(runtime, "models", "list", "--json").output)
+    assert [(m["id"], m["status"]) for m in listed] == [(first, "champion"), (second, "candidate")]
+    shown = json.loads(_cli(runtime, "models", "show", str(first), "--json").output)
+    assert shown["metrics"]["test"]["accuracy"] >= 0.9
+    assert "precision" in _cli(runtime, "models", "show", str(first)).output
+    compared = json.loads(
+        _cli(runtime, "models", "compare", str(first), str(second), "--json").output
+    )
+    assert compared["test_split_of"] == second
+
+    promoted = _cli(runtime, "models", "promote", str(second), "--reason", "seed 1", "--json")
+    assert promoted.exit_code == 0, promoted.output
+    assert json.loads(promoted.output)["rescored"] == 3 * PER_CLASS
+
+    refused = _cli(runtime, "models", "rollback", str(first), "--reason", "")
+    assert refused.exit_code == 2 and "needs a reason" in refused.output
+    rolled = _cli(runtime, "models", "rollback", str(first), "--reason", "seed 0 was better")
+    assert rolled.exit_code == 0 and "is the champion" in rolled.output
+
+    not_done = _cli(runtime, "train", "--fine-tune-blocks", "2")
+    assert not_done.exit_code == 2 and "not implemented" in not_done.output
+    missing = _cli(runtime, "models", "show", "999")
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_cli_train_from_labels_keeps_the_old_behaviour(runtime, built) -> None:
+    result = _cli(runtime, "train", "--from-labels", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert payload["classes"] == 3 and payload["promoted"] and payload["rescored"] == 3 * PER_CLASS
