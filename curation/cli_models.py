@@ -17,7 +17,6 @@ import click
 
 from curation import registry
 from curation.cli_support import domain_errors
-from curation.exceptions import Conflict
 from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths
 from curation.runtime import Runtime, build_runtime
@@ -142,22 +141,16 @@ def promote_command(
     settings = runtime.settings
     paths = _paths(runtime)
     with runtime.factory() as session, session.begin():
-        gate = registry.evaluate_gate(
+        gate = registry.promote_through_gate(
             session,
             paths,
             version_id,
+            actor=_actor(actor),
+            reason=reason,
+            now=datetime.now(UTC),
             max_class_drop=settings.gate_max_class_drop,
             min_new_class_recall=settings.gate_min_new_class_recall,
-        )
-        if not gate.passed and not skip_gate:
-            raise Conflict(f"model {version_id} not promoted: {gate.summary()}")
-        registry.promote(
-            session,
-            version_id,
-            actor=_actor(actor),
-            reason=reason if gate.passed else f"{reason} (gate skipped: {gate.summary()})",
-            now=datetime.now(UTC),
-            gate=gate if gate.passed else None,
+            override=skip_gate,
         )
     rescored = registry.rescore(
         runtime.factory,

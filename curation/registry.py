@@ -362,6 +362,52 @@ def rollback(
     )  # fmt: skip
 
 
+class GateRefused(Conflict):
+    """The promotion gate refused a model (``gate`` holds the verdict and its reasons)."""
+
+    def __init__(self, gate: GateResult) -> None:
+        super().__init__(f"model {gate.challenger_id} not promoted: {gate.summary()}")
+        self.gate = gate
+
+
+def promote_through_gate(
+    session: Session,
+    paths: LearningPaths,
+    version_id: int,
+    *,
+    actor: Actor,
+    reason: str,
+    now: datetime,
+    max_class_drop: float,
+    min_new_class_recall: float,
+    override: bool = False,
+) -> GateResult:
+    """Judge ``version_id`` with :func:`evaluate_gate`, then :func:`promote` it.
+
+    A refused gate raises :class:`GateRefused`, unless ``override``: then the
+    model is promoted with the gate's verdict appended to the reason (audited
+    without a gate). What the CLI's ``--skip-gate`` and the web's override box do.
+    """
+    gate = evaluate_gate(
+        session,
+        paths,
+        version_id,
+        max_class_drop=max_class_drop,
+        min_new_class_recall=min_new_class_recall,
+    )
+    if not gate.passed and not override:
+        raise GateRefused(gate)
+    promote(
+        session,
+        version_id,
+        actor=actor,
+        reason=reason if gate.passed else f"{reason} (gate skipped: {gate.summary()})",
+        now=now,
+        gate=gate if gate.passed else None,
+    )
+    return gate
+
+
 def rescore(
     factory: sessionmaker[Session],
     paths: LearningPaths,

@@ -8,13 +8,16 @@ layer, which the domain package's CLI may not import.
 from __future__ import annotations
 
 import getpass
-from pathlib import Path
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 from curation.cli_support import domain_errors, emit, json_option
-from curation.exceptions import ConfigurationError
+from curation.learning.backbones import configured_space_key
 from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths
 from curation.runtime import Runtime, build_runtime
@@ -29,16 +32,7 @@ from datasets.training import (
 
 def space_key(settings: Settings) -> str:
     """The embedding space of the configured backbone, without building it."""
-    from curation.learning.backbones import file_weights_id, get_spec
-
-    spec = get_spec(settings.backbone)
-    weights = settings.backbone_weights
-    if weights in ("imagenet", "none"):
-        return f"{spec.name}:{weights}"
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise ConfigurationError(f"backbone weights {str(path)!r} is not a file")
-    return f"{spec.name}:{file_weights_id(path)}"
+    return configured_space_key(settings.backbone, settings.backbone_weights)
 
 
 def _from_labels(runtime: Runtime, seed: int, promote: bool) -> dict[str, Any]:
@@ -157,7 +151,30 @@ def train(
             ),
         )
         return
-    outcome = request_and_train(
+    show_bar = sys.stderr.isatty() and not os.environ.get("CURATION_NO_PROGRESS")
+    with tqdm(total=100, unit="%", disable=not show_bar, file=sys.stderr) as bar:
+
+        def progress(share: float, message: str) -> None:
+            bar.n = round(100 * share)
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+
+        outcome = _train_with_progress(
+            runtime, settings, dataset, seed, options, no_promote, progress
+        )
+    emit(as_json, outcome.as_dict(), lambda: _print(outcome))
+
+
+def _train_with_progress(
+    runtime: Runtime,
+    settings: Settings,
+    dataset: str,
+    seed: int,
+    options: TrainingOptions,
+    no_promote: bool,
+    progress: Callable[[float, str], None],
+) -> TrainingOutcome:
+    return request_and_train(
         runtime.factory,
         LearningPaths.under(settings.data_dir),
         requested_by=f"cli:{getpass.getuser()}",
@@ -172,5 +189,5 @@ def train(
         ),
         strategy=Strategy(settings.queue_strategy),
         random_share=settings.queue_random_share,
+        on_progress=progress,
     )
-    emit(as_json, outcome.as_dict(), lambda: _print(outcome))

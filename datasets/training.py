@@ -174,11 +174,20 @@ def _now() -> datetime:
 class _Heartbeat:
     """Reports progress at most once a second; raises when the run must stop."""
 
-    def __init__(self, factory: sessionmaker[Session], run_id: int | None, epochs: int) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        run_id: int | None,
+        epochs: int,
+        on_progress: Callable[[float, str], object] | None = None,
+    ) -> None:
         self.factory, self.run_id, self.epochs = factory, run_id, epochs
+        self.on_progress = on_progress
         self.last = 0.0
 
     def beat(self, progress: float, message: str, *, force: bool = False) -> None:
+        if self.on_progress is not None:  # a terminal's progress bar: every beat
+            self.on_progress(progress, message)
         if self.run_id is None:
             return
         if not force and time.monotonic() - self.last < 1.0:
@@ -203,6 +212,7 @@ def train_on_version(
     run_id: int | None = None,
     seed: int = 0,
     options: TrainingOptions | None = None,
+    on_progress: Callable[[float, str], object] | None = None,
 ) -> TrainingOutcome:
     """Train a head on dataset version ``version_ref`` and write it as a candidate.
 
@@ -223,7 +233,9 @@ def train_on_version(
                 raise CurationError(f"training run {run_id} is {run.status}: nothing to train")
             pinned = run.dataset_version_id
     try:
-        outcome = _train(factory, paths, pinned or version_ref, space_key, run_id, seed, options)
+        outcome = _train(
+            factory, paths, pinned or version_ref, space_key, run_id, seed, options, on_progress
+        )
     except TrainingCancelled:
         if run_id is not None:
             with factory() as session, session.begin():
@@ -247,10 +259,11 @@ def _train(
     run_id: int | None,
     seed: int,
     options: TrainingOptions,
+    on_progress: Callable[[float, str], object] | None = None,
 ) -> TrainingOutcome:
     from curation.models import DatasetVersion
 
-    beat = _Heartbeat(factory, run_id, options.epochs)
+    beat = _Heartbeat(factory, run_id, options.epochs, on_progress)
     # Read: the version's manifest and its cached embeddings; then close.
     with factory() as session, session.begin():
         if isinstance(version_ref, int):  # a run's pinned version, by id
@@ -423,13 +436,14 @@ def train_and_promote(
     strategy: Strategy = Strategy.BALANCED,
     random_share: float = 0.05,
     on_trained: Callable[[TrainingOutcome], object] | None = None,
+    on_progress: Callable[[float, str], object] | None = None,
 ) -> TrainingOutcome:
     """Train (:func:`train_on_version`), judge the candidate against the champion,
     promote it when the gate passes (and ``promote``), then rescore the queue."""
     gate = gate or GateSettings()
     outcome = train_on_version(
         factory, paths, version_ref=version_ref, space_key=space_key, run_id=run_id,
-        seed=seed, options=options,
+        seed=seed, options=options, on_progress=on_progress,
     )  # fmt: skip
     if on_trained is not None:
         on_trained(outcome)

@@ -198,3 +198,37 @@ def retrain(run_id: int) -> dict[str, Any]:
         "model_version": outcome.model_version_id,
         "promoted": outcome.promoted,
     }
+
+
+@celery_app.task(
+    name="curation.training.rescore",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=3600,
+    time_limit=3900,
+)
+def rescore(model_version_id: int) -> dict[str, Any]:
+    """Rescore every cached embedding with ``model_version_id``, sent after the commit
+    that promoted it (or rolled back to it) on the web.
+
+    Skipped when the model is no longer the champion by the time this runs: a
+    later promotion sent its own rescore, which must not be overwritten.
+    """
+    from curation import registry
+    from curation.learning.priority import Strategy
+    from curation.learning.scoring import LearningPaths
+
+    runtime = worker_runtime()
+    settings = runtime.settings
+    with runtime.factory() as session:
+        champion = registry.current_champion(session)
+    if champion is None or champion.id != model_version_id:
+        return {"model_version": model_version_id, "skipped": "no longer the champion"}
+    rescored = registry.rescore(
+        runtime.factory,
+        LearningPaths.under(settings.data_dir),
+        model_version_id,
+        strategy=Strategy(settings.queue_strategy),
+        random_share=settings.queue_random_share,
+    )
+    return {"model_version": model_version_id, "rescored": rescored}
