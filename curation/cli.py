@@ -17,6 +17,7 @@ import click
 from tqdm import tqdm
 
 from curation import migrate
+from curation.cli_bench import bench
 from curation.cli_classes import classes
 from curation.cli_models import models
 from curation.cli_support import domain_errors
@@ -41,6 +42,7 @@ def main() -> None:
 
 main.add_command(classes)  # curation/cli_classes.py
 main.add_command(models)  # curation/cli_models.py
+main.add_command(bench)  # curation/cli_bench.py
 
 
 # --- database -----------------------------------------------------------------

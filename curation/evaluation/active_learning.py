@@ -1,0 +1,718 @@
+"""Simulated active learning: how many labels each selection strategy needs.
+
+Reviewers are simulated and answer with the true label. Every run starts from
+``start_per_class`` labels per class (how they are chosen is the strategy's
+own cold start: stratified random, or typical images first), then repeats:
+train the model on the labelled rows, measure accuracy on a held-out test set,
+let the strategy choose the next ``batch`` rows, reveal their labels. The last
+round labels the whole pool, so every curve ends at the all-labels accuracy.
+
+The model is the platform's head (:mod:`curation.learning.head`) fitted to
+convergence instead of by Adam with early stopping: multinomial logistic
+regression on embeddings standardised by the labelled rows' mean and
+deviation, L2 penalty ``l2 * ||W||^2`` on the mean class-balanced
+cross-entropy, bias unpenalised. Keras would take seconds per fit and a run
+fits the model thousands of times; scikit-learn's L-BFGS on the same
+objective takes tens of milliseconds.
+
+Arrays in, arrays out: the pool is (N, D) embeddings with (N,) labels; every
+index returned by a strategy is a row of the pool.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+from curation.learning.priority import ScoredItems, Strategy, priorities
+from curation.learning.scores import (
+    class_centroids,
+    entropy,
+    margin,
+    normalize_rows,
+    novelty,
+)
+from curation.learning.selection import diverse_top, k_center_greedy
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+L2: Final = 1e-3  # the head's kernel regulariser (curation.learning.head.train_head)
+TARGET_SHARES: Final = (0.95, 0.99)
+DEFAULT_STRATEGY: Final = "default"
+
+
+# ---------------------------------------------------------------------------
+# The model
+
+
+@dataclass(frozen=True)
+class LinearProbe:
+    """A fitted softmax head: standardisation, then an affine map over C classes."""
+
+    mean: FloatArray  # (D,)
+    scale: FloatArray  # (D,)
+    weights: FloatArray  # (D, C); columns of classes absent from training are 0
+    bias: FloatArray  # (C,); -inf for classes absent from training
+
+    def predict_proba(self, embeddings: NDArray[np.floating[Any]]) -> FloatArray:
+        """(N, D) -> (N, C) probabilities; an absent class gets probability 0."""
+        logits = ((np.asarray(embeddings, dtype=np.float64) - self.mean) / self.scale) @ (
+            self.weights
+        ) + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits
+
+
+def fit_probe(
+    embeddings: NDArray[np.floating[Any]],
+    labels: NDArray[np.integer[Any]],
+    *,
+    n_classes: int,
+    l2: float = L2,
+) -> LinearProbe:
+    """Fit the platform's head objective to convergence.
+
+    Parameters
+    ----------
+    embeddings : (M, D) float, the labelled rows, M >= 1.
+    labels : (M,) int in 0..n_classes-1.
+    n_classes : C; classes without a labelled row get probability 0.
+    l2 : penalty on the kernel, as in ``train_head``.
+
+    Returns
+    -------
+    The fitted probe. Deterministic: L-BFGS from zeros.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError("embeddings must be (M, D), M >= 1, with one label each")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0) + 1e-6
+    present = np.unique(y)
+    weights = np.zeros((x.shape[1], n_classes), dtype=np.float64)
+    bias = np.full(n_classes, -np.inf, dtype=np.float64)
+    if present.size == 1:
+        bias[present[0]] = 0.0
+        return LinearProbe(mean=mean, scale=scale, weights=weights, bias=bias)
+    # sklearn minimises 0.5 ||W||^2 + C sum_i w_i CE_i; dividing by C M gives the
+    # head's mean loss plus l2 ||W||^2 when C = 1 / (2 l2 M).
+    model = LogisticRegression(
+        C=1.0 / (2.0 * l2 * x.shape[0]), class_weight="balanced", max_iter=1000
+    )
+    with threadpool_limits(1):  # tiny problems: BLAS threads only contend
+        model.fit((x - mean) / scale, y)
+    coef = np.asarray(model.coef_, dtype=np.float64)
+    intercept = np.asarray(model.intercept_, dtype=np.float64)
+    if present.size == 2:  # sklearn keeps one logit for two classes
+        coef = np.stack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.asarray([-intercept[0] / 2, intercept[0] / 2])
+    weights[:, present] = coef.T
+    bias[present] = intercept
+    return LinearProbe(mean=mean, scale=scale, weights=weights, bias=bias)
+
+
+# ---------------------------------------------------------------------------
+# Strategies
+
+
+@dataclass(frozen=True)
+class RoundView:
+    """What a strategy sees in one round.
+
+    ``embeddings``: (N, D) pool; ``labelled``: (N,) bool; ``labels``: (N,) int,
+    the revealed class where labelled and -1 elsewhere; ``probabilities``:
+    (N, C) from the model trained on the labelled rows; ``round_index``: 0 for
+    the first batch after the start.
+    """
+
+    embeddings: NDArray[np.float32]
+    labelled: BoolArray
+    labels: IntArray
+    probabilities: FloatArray
+    n_classes: int
+    round_index: int
+    seed: int
+
+
+Picker = Callable[[RoundView, int], IntArray]
+"""(view, batch) -> (batch,) distinct unlabelled pool rows."""
+ColdStart = Callable[[NDArray[np.float32], IntArray, int, int], IntArray]
+"""(embeddings, true labels, per_class, seed) -> the rows labelled before round 0."""
+
+
+def _top(score: FloatArray, view: RoundView, batch: int) -> IntArray:
+    """The ``batch`` unlabelled rows with the highest score (ties by row)."""
+    candidates = np.flatnonzero(~view.labelled)
+    order = np.lexsort((candidates, -score[candidates]))
+    return candidates[order[:batch]].astype(np.int64)
+
+
+def _diverse(score: FloatArray, view: RoundView, batch: int, pool_factor: int = 5) -> IntArray:
+    """The live queue's pick: top priorities spread out by ``diverse_top``."""
+    candidates = np.flatnonzero(~view.labelled)
+    chosen = diverse_top(
+        np.clip(score[candidates], 0.0, None),
+        view.embeddings[candidates],
+        k=min(batch, candidates.size),
+        pool_factor=pool_factor,
+    )
+    return candidates[chosen].astype(np.int64)
+
+
+def pick_random(view: RoundView, batch: int) -> IntArray:
+    candidates = np.flatnonzero(~view.labelled)
+    rng = np.random.default_rng([view.seed, view.round_index, 1])
+    return np.sort(rng.choice(candidates, size=min(batch, candidates.size), replace=False))
+
+
+def pick_margin(view: RoundView, batch: int) -> IntArray:
+    """Plain margin sampling: the smallest top-1 minus top-2 probability."""
+    return _top(1.0 - margin(view.probabilities), view, batch)
+
+
+def pick_entropy(view: RoundView, batch: int) -> IntArray:
+    return _top(entropy(view.probabilities), view, batch)
+
+
+def _novelty(view: RoundView) -> FloatArray:
+    labelled = np.flatnonzero(view.labelled)
+    vectors = view.embeddings
+    centroids = class_centroids(vectors[labelled], view.labels[labelled], n_classes=view.n_classes)
+    return novelty(
+        vectors,
+        class_centroids=centroids,
+        labelled_embeddings=vectors[labelled],
+        labelled_labels=view.labels[labelled],
+    )
+
+
+def pick_novelty(view: RoundView, batch: int) -> IntArray:
+    return _top(_novelty(view), view, batch)
+
+
+def pick_balanced(view: RoundView, batch: int) -> IntArray:
+    """The live queue's ``balanced`` ranking (no reports, no random control) + ``diverse_top``."""
+    n_rows = view.labelled.shape[0]
+    items = ScoredItems(
+        image_ids=np.arange(n_rows, dtype=np.int64),
+        top_classes=np.zeros((n_rows, 1), dtype=np.int64),
+        top_probabilities=np.zeros((n_rows, 1), dtype=np.float32),
+        margin=margin(view.probabilities),
+        novelty=_novelty(view),
+        disagreement=np.full(n_rows, np.nan),
+        label_issue=np.full(n_rows, np.nan),
+        claimed=np.full(n_rows, -1, dtype=np.int64),
+        labelled=np.full(n_rows, -1, dtype=np.int64),
+    )
+    priority, _ = priorities(items, strategy=Strategy.BALANCED, random_share=0.0)
+    return _diverse(priority, view, batch)
+
+
+def pick_margin_diverse(view: RoundView, batch: int) -> IntArray:
+    return _diverse(1.0 - margin(view.probabilities), view, batch)
+
+
+def start_random(
+    embeddings: NDArray[np.float32], labels: IntArray, per_class: int, seed: int
+) -> IntArray:
+    """``per_class`` random rows of every class (fewer where a class has fewer)."""
+    rng = np.random.default_rng([seed, 0])
+    rows = [
+        rng.choice(members, size=min(per_class, members.size), replace=False)
+        for members in (np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1))
+        if members.size
+    ]
+    return np.sort(np.concatenate(rows)).astype(np.int64)
+
+
+def start_typical(
+    embeddings: NDArray[np.float32], labels: IntArray, per_class: int, seed: int
+) -> IntArray:
+    """The live queue's cold start: one typical image of each of ``per_class * C`` clusters.
+
+    Label-blind, as on the platform: the classes it happens to miss are learnt
+    later, from the rounds.
+    """
+    from curation.learning.selection import typical_diverse
+
+    n_classes = int(np.unique(labels).size)
+    return np.sort(typical_diverse(embeddings, k=per_class * n_classes, seed=seed))
+
+
+# The default labels typical images (TypiClust) until it holds this many
+# labels per class, then switches to margin with diverse_top. On porto5 one
+# typical round after the start (6 per class) beat 10 per class and beat
+# margin from the start (see the README's evaluation section).
+TYPICAL_LABELS_PER_CLASS: Final = 6
+TYPICALITY_NEIGHBOURS: Final = 20
+
+
+def typical_picks(
+    embeddings: NDArray[np.floating[Any]],
+    *,
+    labelled: BoolArray,
+    k: int,
+    seed: int,
+    n_neighbours: int = TYPICALITY_NEIGHBOURS,
+) -> IntArray:
+    """TypiClust (Hacohen et al., 2022): the most typical row of each uncovered cluster.
+
+    The pool's L2-normalised embeddings are clustered by k-means into
+    ``labelled.sum() + k`` clusters; clusters holding no labelled row are
+    visited largest first, and each gives its unlabelled row of highest
+    typicality, the inverse mean cosine distance to its ``n_neighbours``
+    nearest rows in the cluster. Dense, common views come first, and not two
+    from one cluster.
+
+    Parameters
+    ----------
+    embeddings : (N, D) float.
+    labelled : (N,) bool, rows already labelled (never returned).
+    k : rows to pick, 0 <= k <= number of unlabelled rows.
+    seed : k-means seed.
+
+    Returns
+    -------
+    (k,) int64 distinct unlabelled rows; when fewer clusters are uncovered
+    than ``k``, the rest are the unlabelled rows farthest from every pick and
+    every labelled row (k-center greedy).
+    """
+    from sklearn.cluster import KMeans
+
+    points = normalize_rows(embeddings)
+    mask = np.asarray(labelled, dtype=np.bool_)
+    unlabelled = np.flatnonzero(~mask)
+    if not 0 <= k <= unlabelled.size:
+        raise ValueError(f"k must lie in 0..{unlabelled.size}, got {k}")
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    n_clusters = min(int(mask.sum()) + k, points.shape[0])
+    with threadpool_limits(1):
+        cluster = np.asarray(
+            KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit_predict(points),
+            dtype=np.int64,
+        )
+    covered = np.zeros(n_clusters, dtype=np.bool_)
+    covered[cluster[mask]] = True
+    sizes = np.bincount(cluster, minlength=n_clusters)
+    picks: list[int] = []
+    for c in np.lexsort((np.arange(n_clusters), -sizes)):
+        if covered[c]:
+            continue
+        members = np.flatnonzero((cluster == c) & ~mask)
+        if members.size == 0:
+            continue
+        picks.append(int(members[np.argmax(_typicality(points[members], n_neighbours))]))
+        if len(picks) == k:
+            break
+    if len(picks) < k:
+        taken = np.concatenate([np.flatnonzero(mask), np.asarray(picks, dtype=np.int64)])
+        picks.extend(
+            int(row)
+            for row in k_center_greedy(points, k=k - len(picks), already_selected=taken, seed=seed)
+        )
+    return np.asarray(picks, dtype=np.int64)
+
+
+def _typicality(points: NDArray[np.float32], n_neighbours: int) -> FloatArray:
+    """(M,) inverse mean cosine distance of each row to its nearest others."""
+    neighbours = min(n_neighbours, points.shape[0] - 1)
+    if neighbours <= 0:
+        return np.ones(points.shape[0])
+    distance = 1.0 - (points @ points.T).astype(np.float64)
+    np.fill_diagonal(distance, np.inf)
+    nearest = np.partition(distance, neighbours - 1, axis=1)[:, :neighbours]
+    typicality: FloatArray = 1.0 / (np.maximum(nearest.mean(axis=1), 0.0) + 1e-6)
+    return typicality
+
+
+def start_typiclust(
+    embeddings: NDArray[np.float32], labels: IntArray, per_class: int, seed: int
+) -> IntArray:
+    """``per_class * C`` typical picks from an empty start (label-blind)."""
+    n_classes = int(np.unique(labels).size)
+    nothing = np.zeros(embeddings.shape[0], dtype=np.bool_)
+    return np.sort(typical_picks(embeddings, labelled=nothing, k=per_class * n_classes, seed=seed))
+
+
+def pick_default(view: RoundView, batch: int) -> IntArray:
+    """Typical images while labels are few, then margin spread out by ``diverse_top``."""
+    if view.labelled.sum() < TYPICAL_LABELS_PER_CLASS * view.n_classes:
+        return typical_picks(view.embeddings, labelled=view.labelled, k=batch, seed=view.seed)
+    return pick_margin_diverse(view, batch)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A strategy as simulated: its cold start and its per-round pick."""
+
+    name: str
+    start: ColdStart
+    pick: Picker
+    description: str
+
+
+STRATEGIES: dict[str, StrategySpec] = {
+    spec.name: spec
+    for spec in (
+        StrategySpec("random", start_random, pick_random, "uniform random batches"),
+        StrategySpec(
+            "uncertainty", start_random, pick_margin, "plain margin sampling (top-B by 1 - margin)"
+        ),
+        StrategySpec("entropy", start_random, pick_entropy, "top-B by normalised entropy"),
+        StrategySpec("novelty", start_random, pick_novelty, "top-B by novelty"),
+        StrategySpec(
+            "balanced",
+            start_typical,
+            pick_balanced,
+            "the queue's former default: typical cold start, max of the signals, diverse_top",
+        ),
+        StrategySpec(
+            DEFAULT_STRATEGY,
+            start_typiclust,
+            pick_default,
+            "typical first (TypiClust) up to 6 labels per class, then margin with diverse_top",
+        ),
+        StrategySpec(
+            "margin_diverse",
+            start_typical,
+            pick_margin_diverse,
+            "typical cold start, then margin with diverse_top",
+        ),
+    )
+}
+SIMPLE_STRATEGIES: Final = ("random", "uncertainty")
+
+
+# ---------------------------------------------------------------------------
+# The simulation
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Accuracy against labels, for every strategy and seed.
+
+    ``budgets``: (R,) number of labelled rows at each evaluation, increasing,
+    ending at the pool size; ``accuracy``: (S, K, R) test accuracy in [0, 1]
+    for S strategies and K seeds; ``full_accuracy``: (K,) accuracy of the model
+    trained on the whole pool (equal to the last column).
+    """
+
+    strategies: list[str]
+    seeds: list[int]
+    budgets: IntArray
+    accuracy: FloatArray
+    full_accuracy: FloatArray
+    pool_size: int
+    test_size: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def budgets_for(*, pool_size: int, start: int, batch: int) -> IntArray:
+    """(R,) labels after each round: start, start + batch, ..., pool_size."""
+    if batch < 1 or not 0 < start <= pool_size:
+        raise ValueError("need batch >= 1 and 0 < start <= pool_size")
+    steps = list(range(start, pool_size, batch))
+    return np.asarray([*steps, pool_size], dtype=np.int64)
+
+
+def simulate(
+    embeddings: NDArray[np.floating[Any]],
+    labels: NDArray[np.integer[Any]],
+    *,
+    pool: BoolArray,
+    test: BoolArray,
+    strategy: StrategySpec,
+    start_per_class: int,
+    batch: int,
+    seed: int,
+    n_classes: int | None = None,
+    max_labels: int | None = None,
+) -> tuple[IntArray, FloatArray, list[IntArray]]:
+    """Run one strategy with one seed.
+
+    Parameters
+    ----------
+    embeddings : (N, D) float.
+    labels : (N,) int in 0..C-1, the true labels (the simulated reviewers' answers).
+    pool, test : (N,) bool, disjoint: the rows that may be labelled, and the
+        rows accuracy is measured on.
+    start_per_class : labels per class before the first round (the strategy's
+        cold start decides which; a label-blind start picks that many times C).
+    batch : rows labelled per round.
+    max_labels : stop once this many are labelled (the whole pool by default).
+
+    Returns
+    -------
+    budgets : (R,) labels at each evaluation.
+    accuracy : (R,) test accuracy after training on that many labels.
+    batches : R - 1 arrays of the pool rows (indices into the N rows) each round labelled.
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    pool_rows = np.flatnonzero(pool)
+    test_rows = np.flatnonzero(test)
+    if np.intersect1d(pool_rows, test_rows).size:
+        raise ValueError("pool and test must be disjoint")
+    classes = int(n_classes if n_classes is not None else y.max() + 1)
+    vectors = x[pool_rows]
+    truth = y[pool_rows]
+    labelled = np.zeros(pool_rows.size, dtype=np.bool_)
+    labelled[strategy.start(vectors, truth, start_per_class, seed)] = True
+    limit = pool_rows.size if max_labels is None else min(max_labels, pool_rows.size)
+    budgets: list[int] = []
+    accuracy: list[float] = []
+    batches: list[IntArray] = []
+    round_index = 0
+    while True:
+        rows = np.flatnonzero(labelled)
+        probe = fit_probe(vectors[rows], truth[rows], n_classes=classes)
+        predicted = probe.predict_proba(x[test_rows]).argmax(axis=1)
+        budgets.append(int(rows.size))
+        accuracy.append(float(np.mean(predicted == y[test_rows])) if test_rows.size else math.nan)
+        if rows.size >= limit:
+            break
+        size = min(batch, limit - rows.size)
+        view = RoundView(
+            embeddings=vectors,
+            labelled=labelled.copy(),
+            labels=np.where(labelled, truth, -1),
+            probabilities=probe.predict_proba(vectors),
+            n_classes=classes,
+            round_index=round_index,
+            seed=seed,
+        )
+        chosen = np.asarray(strategy.pick(view, size), dtype=np.int64)
+        if chosen.size != size or np.unique(chosen).size != size or labelled[chosen].any():
+            raise RuntimeError(
+                f"strategy {strategy.name} must pick {size} distinct unlabelled rows"
+            )
+        labelled[chosen] = True
+        batches.append(pool_rows[chosen])
+        round_index += 1
+    return np.asarray(budgets, dtype=np.int64), np.asarray(accuracy), batches
+
+
+def labels_to_reach(budgets: IntArray, accuracy: FloatArray, target: float) -> float:
+    """Labels at which the curve first reaches ``target``, linearly interpolated.
+
+    Parameters
+    ----------
+    budgets : (R,) increasing label counts.
+    accuracy : (R,) accuracy at each.
+    target : accuracy to reach.
+
+    Returns
+    -------
+    The interpolated label count where the curve first crosses ``target``
+    (``budgets[0]`` if it starts there), or ``inf`` if it never does.
+    """
+    b = np.asarray(budgets, dtype=np.float64)
+    a = np.asarray(accuracy, dtype=np.float64)
+    reached = np.flatnonzero(a >= target)
+    if reached.size == 0:
+        return math.inf
+    k = int(reached[0])
+    if k == 0:
+        return float(b[0])
+    low, high = a[k - 1], a[k]
+    return float(b[k - 1] + (b[k] - b[k - 1]) * (target - low) / (high - low))
+
+
+def interpolate_curve(budgets: IntArray, accuracy: FloatArray, grid: IntArray) -> FloatArray:
+    """(R,) curve at ``budgets`` -> (G,) at ``grid`` (linear; flat beyond the ends)."""
+    return np.interp(np.asarray(grid, dtype=np.float64), budgets, accuracy)
+
+
+def summarise(curves: Curves, *, shares: Sequence[float] = TARGET_SHARES) -> dict[str, Any]:
+    """Labels needed per strategy and seed, and their ratio to random.
+
+    Returns a dict: ``labels_needed[strategy][share]`` is a list over seeds;
+    ``ratio_to_random[strategy][share]`` is the mean over seeds of the labels
+    needed divided by random's mean over seeds; ``mean_seed_ratio`` the mean
+    of the per-seed ratios.
+    """
+    result: dict[str, Any] = {"labels_needed": {}, "ratio_to_random": {}, "mean_seed_ratio": {}}
+    needed: dict[str, dict[str, FloatArray]] = {}
+    for s, name in enumerate(curves.strategies):
+        needed[name] = {}
+        for share in shares:
+            per_seed = np.asarray(
+                [
+                    labels_to_reach(curves.budgets, curves.accuracy[s, k], share * full)
+                    for k, full in enumerate(curves.full_accuracy)
+                ]
+            )
+            needed[name][f"{share:g}"] = per_seed
+    for name in curves.strategies:
+        result["labels_needed"][name] = {
+            key: [float(v) for v in values] for key, values in needed[name].items()
+        }
+        if "random" not in needed:
+            continue
+        result["ratio_to_random"][name] = {
+            key: float(np.mean(values) / np.mean(needed["random"][key]))
+            for key, values in needed[name].items()
+        }
+        result["mean_seed_ratio"][name] = {
+            key: float(np.mean(values / needed["random"][key]))
+            for key, values in needed[name].items()
+        }
+    return result
+
+
+def run_benchmark(
+    embeddings: NDArray[np.floating[Any]],
+    labels: NDArray[np.integer[Any]],
+    *,
+    group_ids: NDArray[np.integer[Any]],
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    start_per_class: int,
+    batch: int,
+    test_share: float = 0.25,
+    test_embeddings: NDArray[np.floating[Any]] | None = None,
+    test_labels: NDArray[np.integer[Any]] | None = None,
+    max_labels: int | None = None,
+    progress: Callable[[str, int], object] | None = None,
+) -> Curves:
+    """Every strategy under every seed, on one pool and test set per seed.
+
+    Without ``test_embeddings`` each seed holds out its own test set of about
+    ``test_share`` of the rows by whole near-duplicate groups, stratified by
+    class (:func:`curation.evaluation.folder.group_split`); the rest is the
+    pool. With them, the whole folder is the pool and the given rows are the
+    test set for every seed.
+
+    Parameters
+    ----------
+    embeddings : (N, D) float; labels : (N,) int in 0..C-1; group_ids : (N,) int.
+    strategies : names in :data:`STRATEGIES`; ``"random"`` is needed for ratios.
+    seeds : one run per seed and strategy.
+    test_embeddings, test_labels : (T, D) and (T,) in the same class indices.
+
+    Returns
+    -------
+    :class:`Curves`, every curve on the budgets of the first strategy.
+    """
+    from curation.evaluation.folder import group_split
+
+    unknown = [name for name in strategies if name not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+    x = np.asarray(embeddings, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    n_classes = int(y.max()) + 1
+    if test_embeddings is not None and test_labels is not None:
+        x = np.concatenate([x, np.asarray(test_embeddings, dtype=np.float32)])
+        y = np.concatenate([y, np.asarray(test_labels, dtype=np.int64)])
+        n_classes = max(n_classes, int(y.max()) + 1)
+        fixed_test = np.arange(x.shape[0]) >= len(labels)
+    else:
+        fixed_test = None
+    grid: IntArray | None = None
+    rows: list[list[FloatArray]] = [[] for _ in strategies]
+    full: list[float] = []
+    pool_size = test_size = 0
+    for k, seed in enumerate(seeds):
+        if fixed_test is None:
+            test = group_split(
+                np.asarray(group_ids, dtype=np.int64), y, test_share=test_share, seed=seed
+            )
+        else:
+            test = fixed_test
+        pool = ~test
+        pool_size, test_size = int(pool.sum()), int(test.sum())
+        probe = fit_probe(x[pool], y[pool], n_classes=n_classes)
+        full.append(float(np.mean(probe.predict_proba(x[test]).argmax(axis=1) == y[test])))
+        for s, name in enumerate(strategies):
+            budgets, curve, _ = simulate(
+                x,
+                y,
+                pool=pool,
+                test=test,
+                strategy=STRATEGIES[name],
+                start_per_class=start_per_class,
+                batch=batch,
+                seed=seed,
+                n_classes=n_classes,
+                max_labels=max_labels,
+            )
+            if grid is None:
+                grid = budgets
+            rows[s].append(interpolate_curve(budgets, curve, grid))
+            if progress is not None:
+                progress(name, k)
+    assert grid is not None
+    accuracy = np.asarray([[np.asarray(r) for r in per_seed] for per_seed in rows])
+    return Curves(
+        strategies=list(strategies),
+        seeds=list(seeds),
+        budgets=grid,
+        accuracy=accuracy,
+        full_accuracy=np.asarray(full),
+        pool_size=pool_size,
+        test_size=test_size,
+    )
+
+
+def shortfall(curves: Curves, *, strategy: str, against: Sequence[str]) -> FloatArray:
+    """(R,) how far the mean curve of ``strategy`` lies below the best of ``against``.
+
+    At each budget: max over ``against`` of its mean accuracy over seeds,
+    minus the mean accuracy of ``strategy``; <= 0 where it is at least as good.
+    """
+    mean = curves.accuracy.mean(axis=1)
+    own = mean[curves.strategies.index(strategy)]
+    best = np.max([mean[curves.strategies.index(name)] for name in against], axis=0)
+    gap: FloatArray = best - own
+    return gap
+
+
+def plot_curves(curves: Curves, path: Any, *, title: str = "") -> None:
+    """Write a PNG of mean accuracy (over seeds) against labels, one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=120)
+    mean = curves.accuracy.mean(axis=1)
+    spread = curves.accuracy.std(axis=1)
+    for s, name in enumerate(curves.strategies):
+        width = 2.5 if name == DEFAULT_STRATEGY else 1.2
+        axes.plot(curves.budgets, mean[s], label=name, linewidth=width)
+        axes.fill_between(curves.budgets, mean[s] - spread[s], mean[s] + spread[s], alpha=0.12)
+    full = float(curves.full_accuracy.mean())
+    for share in TARGET_SHARES:
+        axes.axhline(share * full, color="grey", linestyle=":", linewidth=1)
+        axes.annotate(
+            f"{share:.0%} of all labels",
+            (curves.budgets[-1], share * full),
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="grey",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("labels")
+    axes.set_ylabel(f"test accuracy (mean of {len(curves.seeds)} seeds)")
+    axes.set_title(title or "active learning: accuracy against labels")
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
