@@ -19,9 +19,11 @@ from tqdm import tqdm
 from curation import migrate
 from curation.cli_bench import bench
 from curation.cli_classes import classes
+from curation.cli_labelstudio import labelstudio
 from curation.cli_models import models
 from curation.cli_support import domain_errors
 from curation.cli_support import emit as _emit
+from curation.cli_tokens import tokens
 from curation.ingest.core import IngestContext
 from curation.ingest.folders import crawl_items, labelled_tree_items
 from curation.ingest.jsonlabels import PRESETS, JsonMapping, json_labelled_items
@@ -43,6 +45,8 @@ def main() -> None:
 main.add_command(classes)  # curation/cli_classes.py
 main.add_command(models)  # curation/cli_models.py
 main.add_command(bench)  # curation/cli_bench.py
+main.add_command(labelstudio)  # curation/cli_labelstudio.py
+main.add_command(tokens)  # curation/cli_tokens.py
 
 
 # --- database -----------------------------------------------------------------

@@ -91,3 +91,16 @@ class NearDuplicateIndex:
             return []
         distances = np.bitwise_count(self._hashes[: self._size] ^ np.uint64(phash_unsigned))
         return [int(i) for i in self._ids[: self._size][distances <= max_distance]]
+
+
+def group_ids_of(session: Session, image_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """The near-duplicate group of each of ``image_ids`` (same order), for group-wise folds."""
+    wanted = np.asarray(image_ids, dtype=np.int64)
+    groups: dict[int, int] = {}
+    for start in range(0, wanted.size, 10000):
+        chunk = wanted[start : start + 10000].tolist()
+        groups.update(
+            (int(i), int(g))
+            for i, g in session.execute(select(Image.id, Image.group_id).where(Image.id.in_(chunk)))
+        )
+    return np.asarray([groups[int(i)] for i in wanted], dtype=np.int64)

@@ -7,6 +7,12 @@ the champion on that same set, so the verdict needs neither the datasets
 layer nor a pixel: the champion's head runs on the challenger's test
 embeddings, and a class the champion lacks is a miss for it.
 
+A fine-tuned model (``settings["kind"] == "fine_tuned"``, written by
+``datasets.finetune``) takes pixels through its own backbone: it has no head
+for cached embeddings, so the gate, promotion, rollback and rescoring refuse
+it (:func:`refuse_fine_tuned`); re-embedding the pool with a fine-tuned
+backbone is not implemented. Its test metrics are stored with it.
+
 Domain functions take a session and never commit; :func:`rescore` runs after
 the commit that promoted a model (it opens its own short transactions).
 """
@@ -65,6 +71,27 @@ def load_frozen_split(paths: LearningPaths, version: ModelVersion) -> FrozenSpli
             image_ids=arrays["image_ids"],
             class_ids=arrays["class_ids"],
             embeddings=arrays["embeddings"],
+        )
+
+
+def is_fine_tuned(version: ModelVersion) -> bool:
+    """A model whose backbone was fine-tuned (``datasets.finetune``): it takes pixels."""
+    return (version.settings or {}).get("kind") == "fine_tuned"
+
+
+def refuse_fine_tuned(version: ModelVersion, action: str) -> None:
+    """Raise ``Conflict`` for a fine-tuned model: it cannot score cached embeddings.
+
+    The queue is scored from embeddings cached with the original backbone;
+    a fine-tuned model's backbone differs, and re-embedding the pool with it
+    is not implemented. Its stored test metrics still compare.
+    """
+    if is_fine_tuned(version):
+        raise Conflict(
+            f"model {version.id} is fine-tuned: cannot {action} it. Its backbone differs from"
+            " the one whose embeddings are cached, so it cannot score the queue from them, and"
+            " re-embedding the pool with a fine-tuned backbone is not implemented; compare it"
+            " by its stored test-split metrics (`curation models show`)"
         )
 
 
@@ -179,9 +206,12 @@ def evaluate_gate(
     ``min_new_class_recall`` (0 to 1). With no champion, it passes.
     """
     challenger = get_version(session, challenger_id)
+    refuse_fine_tuned(challenger, "judge (the gate runs heads on cached embeddings) or promote")
     champion = (
         get_version(session, champion_id) if champion_id is not None else current_champion(session)
     )
+    if champion is not None:
+        refuse_fine_tuned(champion, "judge a challenger against")
     test = load_frozen_split(paths, challenger)
     if test is None:
         check = GateCheck(
@@ -244,6 +274,14 @@ def compare(session: Session, paths: LearningPaths, a_id: int, b_id: int) -> dic
     """Two versions side by side, evaluated on one frozen test split (b's, else a's)."""
     a, b = get_version(session, a_id), get_version(session, b_id)
     payload: dict[str, Any] = {"a": model_dict(a), "b": model_dict(b), "test_split_of": None}
+    if is_fine_tuned(a) or is_fine_tuned(b):
+        # No head to run on cached embeddings: the stored test metrics
+        # (each on its own version's test split) are what there is.
+        payload["note"] = (
+            "a fine-tuned model takes pixels, not cached embeddings: no shared evaluation;"
+            " compare the stored test metrics (accuracy above)"
+        )
+        return payload
     for owner in (b, a):
         test = load_frozen_split(paths, owner)
         if test is None:
@@ -290,6 +328,7 @@ def _crown(
     details: dict[str, Any],
     now: datetime,
 ) -> ModelVersion:
+    refuse_fine_tuned(version, "make the champion")
     actor_id, actor_name = _who(actor)
     previous = [
         m
@@ -418,6 +457,7 @@ def rescore(
 ) -> int:
     """Rescore every cached embedding with ``version_id`` (after the promoting commit)."""
     with factory() as session:
+        refuse_fine_tuned(get_version(session, version_id), "rescore the queue with")
         model = load_model(session, paths, version_id)
     return score_images(factory, paths, model, strategy=strategy, random_share=random_share)
 

@@ -72,6 +72,17 @@ def _env_share(name: str, default: float) -> float:
     return value
 
 
+def _rate_limit(name: str, default: str) -> str:
+    """A Flask-Limiter limit such as '120 per minute' or '10/second;1000/day'."""
+    value = " ".join((_env(name, default) or default).split())
+    part = r"\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?"
+    if not re.fullmatch(rf"{part}(\s*[;,]\s*{part})*", value):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}{name} must be a rate limit such as '120 per minute', got {value!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """One immutable bundle of configuration; build it with :func:`load_settings`."""
@@ -126,6 +137,24 @@ class Settings:
     retrain_schedule: str = "0 2 * * *"
     retrain_every_seconds: int = 0  # above 0: this interval instead of the crontab
     training_stale_seconds: int = 900
+    # The REST API (/api/v1): Flask-Limiter's storage ("memory://" on one
+    # process; "redis://host:6379/1" in production, shared by every web
+    # worker), the limit per token, the uploads it takes, and the most
+    # reports one of an app's users may send in an hour.
+    ratelimit_storage_url: str = "memory://"
+    api_rate_limit: str = "120 per minute"
+    api_max_image_bytes: int = 10 * 1024 * 1024
+    api_reporter_max_per_hour: int = 30
+    # Label Studio: its server and API token, the base URL it loads images
+    # from (this platform as Label Studio reaches it), the webhook's shared
+    # secret, how long a sent item stays out of the web queue, and how often
+    # the reconciliation pulls (webhooks are sent once, never retried).
+    labelstudio_url: str | None = None
+    labelstudio_token: str | None = None
+    labelstudio_webhook_secret: str | None = None
+    public_url: str = "http://127.0.0.1:5000"
+    labelstudio_hold_seconds: int = 3 * 24 * 3600
+    labelstudio_reconcile_seconds: int = 300
     broker_transport_options: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -253,6 +282,25 @@ def load_settings() -> Settings:
         retrain_every_seconds=_env_int("RETRAIN_EVERY_SECONDS", Settings.retrain_every_seconds),
         training_stale_seconds=_env_int(
             "TRAINING_STALE_SECONDS", Settings.training_stale_seconds, minimum=30
+        ),
+        ratelimit_storage_url=_env("RATELIMIT_STORAGE_URL", Settings.ratelimit_storage_url)
+        or Settings.ratelimit_storage_url,
+        api_rate_limit=_rate_limit("API_RATE_LIMIT", Settings.api_rate_limit),
+        api_max_image_bytes=_env_int(
+            "API_MAX_IMAGE_BYTES", Settings.api_max_image_bytes, minimum=1
+        ),
+        api_reporter_max_per_hour=_env_int(
+            "API_REPORTER_MAX_PER_HOUR", Settings.api_reporter_max_per_hour, minimum=1
+        ),
+        labelstudio_url=_env("LABELSTUDIO_URL"),
+        labelstudio_token=_env("LABELSTUDIO_TOKEN"),
+        labelstudio_webhook_secret=_env("LABELSTUDIO_WEBHOOK_SECRET"),
+        public_url=_env("PUBLIC_URL", Settings.public_url) or Settings.public_url,
+        labelstudio_hold_seconds=_env_int(
+            "LABELSTUDIO_HOLD_SECONDS", Settings.labelstudio_hold_seconds, minimum=60
+        ),
+        labelstudio_reconcile_seconds=_env_int(
+            "LABELSTUDIO_RECONCILE_SECONDS", Settings.labelstudio_reconcile_seconds, minimum=10
         ),
         broker_transport_options=broker_options,
     )

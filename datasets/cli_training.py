@@ -17,6 +17,7 @@ import click
 from tqdm import tqdm
 
 from curation.cli_support import domain_errors, emit, json_option
+from curation.exceptions import RejectedInput
 from curation.learning.backbones import configured_space_key
 from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths
@@ -102,13 +103,18 @@ def _print(outcome: TrainingOutcome) -> None:
     "--fine-tune-blocks",
     type=click.IntRange(0, 100),
     default=0,
-    help="Fine-tune this many top backbone blocks (not implemented).",
+    help="Fine-tune this many top backbone blocks on the version's pixels (the model"
+    " stays a candidate: it cannot score the queue from cached embeddings).",
 )
-@click.option("--augment", is_flag=True, help="Augment while fine-tuning (not implemented).")
+@click.option(
+    "--augment",
+    is_flag=True,
+    help="Augment the train split while fine-tuning (rotation, shift, shear, zoom, flip).",
+)
 @click.option(
     "--trainable-batchnorm",
     is_flag=True,
-    help="Train BatchNorm when fine-tuning (not implemented).",
+    help="Train the BatchNorm layers of the fine-tuned blocks (frozen by default).",
 )
 @json_option
 @domain_errors
@@ -137,8 +143,14 @@ def train(
         trainable_batchnorm=trainable_batchnorm,
     )
     options.check()
+    if options.fine_tuning and from_labels:
+        raise RejectedInput("--from-labels trains a head on embeddings: no --fine-tune-blocks")
     runtime = build_runtime()
     settings = runtime.settings
+    if options.fine_tuning:
+        tuned = _fine_tune(runtime, dataset, seed, options)
+        emit(as_json, tuned.as_dict(), lambda: _print_fine_tuned(tuned))
+        return
     if from_labels:
         payload = _from_labels(runtime, seed, not no_promote)
         emit(
@@ -163,6 +175,68 @@ def train(
             runtime, settings, dataset, seed, options, no_promote, progress
         )
     emit(as_json, outcome.as_dict(), lambda: _print(outcome))
+
+
+def _progress_bar() -> tqdm[Any]:
+    show_bar = sys.stderr.isatty() and not os.environ.get("CURATION_NO_PROGRESS")
+    return tqdm(total=100, unit="%", disable=not show_bar, file=sys.stderr)
+
+
+def _fine_tune(runtime: Runtime, dataset: str, seed: int, options: TrainingOptions) -> Any:
+    """Fine-tune the configured backbone in a training run of its own; never promoted."""
+    from curation import training_runs
+    from curation.exceptions import Conflict
+    from curation.models import RunStatus, RunTrigger
+    from datasets.finetune import fine_tune_on_version
+
+    with runtime.factory() as session, session.begin():
+        run, created = training_runs.request_run(
+            session, trigger=RunTrigger.MANUAL, requested_by=f"cli:{getpass.getuser()}"
+        )
+        if not created and run.status == RunStatus.RUNNING.value:
+            raise Conflict(f"training run {run.id} is already running: try again when it ends")
+        run_id = run.id
+    with _progress_bar() as bar:
+
+        def progress(share: float, message: str) -> None:
+            bar.n = round(100 * share)
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+
+        return fine_tune_on_version(
+            runtime.factory,
+            LearningPaths.under(runtime.settings.data_dir),
+            runtime.store,
+            version_ref=dataset,
+            backbone=runtime.settings.backbone,
+            weights=runtime.settings.backbone_weights,
+            blocks=options.fine_tune_blocks,
+            trainable_batchnorm=options.trainable_batchnorm,
+            augment=options.augment,
+            epochs=options.epochs,
+            seed=seed,
+            run_id=run_id,
+            on_progress=progress,
+        )
+
+
+def _print_fine_tuned(outcome: Any) -> None:
+    test = outcome.test_metrics
+    click.echo(
+        f"model {outcome.model_version_id} (run {outcome.run_id}) on {outcome.dataset_version}:"
+        f" fine-tuned blocks {', '.join(outcome.unfrozen_blocks)}"
+        f"{' with trainable BatchNorm' if outcome.trainable_batchnorm else ''};"
+        f" {outcome.classes} classes, {outcome.images['train']} train /"
+        f" {outcome.images['validation']} validation / {outcome.images['test']} test images"
+        f" ({outcome.seconds:.1f} s)"
+    )
+    if test["accuracy"] is not None:
+        click.echo(
+            f"  test split: accuracy {test['accuracy']:.3f}, top-5 {test['top5_accuracy']:.3f},"
+            f" ECE {test['expected_calibration_error']:.3f}"
+        )
+    for note in outcome.notes:
+        click.echo(f"  {note}")
 
 
 def _train_with_progress(

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from curation import registry, training_runs
-from curation.exceptions import CurationError, NotFound
+from curation.exceptions import CurationError, NotFound, RejectedInput
 from curation.learning import embedding_store
 from curation.learning.head import train_head
 from curation.learning.metrics import evaluate
@@ -49,8 +49,9 @@ class TrainingCancelled(CurationError):
     """The run was cancelled (or reaped) while training; nothing was written."""
 
 
-class FineTuningNotImplemented(CurationError):
-    """Fine-tuning the backbone is not implemented: only the head is trained."""
+class FineTuningNotHere(CurationError):
+    """Fine-tuning options given to the head training: they belong to
+    :func:`datasets.finetune.fine_tune_on_version`, which reads pixels."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,25 @@ class TrainingOptions:
     # the queue's label-error strategy has scores under the new model.
     label_issues: bool = True
     # Fine-tuning the top backbone blocks (with augmentation and a choice of
-    # trainable BatchNorm) is not implemented; asking for it is an error.
+    # trainable BatchNorm): run by datasets.finetune.fine_tune_on_version on
+    # the version's pixels, never by the head training here.
     fine_tune_blocks: int = 0
     augment: bool = False
     trainable_batchnorm: bool = False
 
+    @property
+    def fine_tuning(self) -> bool:
+        return self.fine_tune_blocks > 0
+
     def check(self) -> None:
-        if self.fine_tune_blocks or self.augment or self.trainable_batchnorm:
-            raise FineTuningNotImplemented(
-                "fine-tuning backbone blocks (augmentation, trainable BatchNorm) is not"
-                " implemented: only the classifier head on cached embeddings can be trained"
+        """Refuse options that only make sense together (augmentation and trainable
+        BatchNorm apply to fine-tuning, which needs at least one block)."""
+        if self.fine_tune_blocks < 0:
+            raise RejectedInput("fine_tune_blocks cannot be negative")
+        if (self.augment or self.trainable_batchnorm) and not self.fine_tuning:
+            raise RejectedInput(
+                "augmentation and trainable BatchNorm apply only to fine-tuning:"
+                " give the number of backbone blocks to fine-tune (--fine-tune-blocks N)"
             )
 
 
@@ -222,6 +232,11 @@ def train_on_version(
     """
     options = options or TrainingOptions()
     options.check()
+    if options.fine_tuning:
+        raise FineTuningNotHere(
+            "fine-tuning backbone blocks trains on pixels, not cached embeddings:"
+            " use datasets.finetune.fine_tune_on_version (`curation train --fine-tune-blocks N`)"
+        )
     started = time.perf_counter()
     pinned: int | None = None
     if run_id is not None:

@@ -25,7 +25,7 @@ def create_app(config: dict[str, Any] | None = None, *, runtime: Runtime | None 
     app.config.update(config or {})
     app.extensions["curation"] = runtime
 
-    from webui import admin, auth, classes, dashboard, datasets, errors, models, review, status
+    from webui import admin, api, auth, classes, dashboard, datasets, errors, models, review, status
 
     errors.init_app(app)
     auth.init_app(app)  # CSRF check, security headers, template helpers
@@ -37,6 +37,10 @@ def create_app(config: dict[str, Any] | None = None, *, runtime: Runtime | None 
     app.register_blueprint(datasets.blueprint)
     app.register_blueprint(classes.blueprint)
     app.register_blueprint(models.blueprint)
+    from webui import labelstudio
+
+    app.register_blueprint(labelstudio.blueprint)  # signed image URLs and the webhook
+    api.init_app(app)  # /api/v1: token auth, rate limits, JSON errors
     return app
 
 

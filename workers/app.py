@@ -80,6 +80,13 @@ def make_celery() -> Celery:
                 "schedule": crontab(minute="*/15"),
                 "options": {"expires": 900},
             },
+            # Label Studio sends each webhook once, with no retry: pull what
+            # is still out, and put items whose hold ran out back in line.
+            "reconcile-labelstudio": {
+                "task": "curation.labelstudio.reconcile",
+                "schedule": float(settings.labelstudio_reconcile_seconds),
+                "options": {"expires": float(settings.labelstudio_reconcile_seconds)},
+            },
         },
     )
     return app

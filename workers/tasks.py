@@ -7,7 +7,7 @@ each task is defined. Every task is idempotent, so at-least-once delivery
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from curation.learning import outbox
@@ -232,3 +232,35 @@ def rescore(model_version_id: int) -> dict[str, Any]:
         random_share=settings.queue_random_share,
     )
     return {"model_version": model_version_id, "rescored": rescored}
+
+
+@celery_app.task(
+    name="curation.labelstudio.pull_task",
+    acks_late=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+    time_limit=300,
+)
+def labelstudio_pull_task(task_id: int) -> dict[str, Any]:
+    """Pull one Label Studio task's annotations (a webhook named it); idempotent."""
+    from curation.labelstudio.client import connect
+    from curation.labelstudio.sync import pull_task
+
+    runtime = worker_runtime()
+    return pull_task(runtime.factory, connect(runtime.settings), task_id).as_dict()
+
+
+@celery_app.task(name="curation.labelstudio.reconcile", acks_late=True, time_limit=1800)
+def labelstudio_reconcile() -> dict[str, Any]:
+    """Pull every project with tasks out and release expired holds (webhooks are not retried)."""
+    from curation.labelstudio.client import connect
+    from curation.labelstudio.sync import pull, release_timed_out
+
+    runtime = worker_runtime()
+    settings = runtime.settings
+    if not settings.labelstudio_url or not settings.labelstudio_token:
+        with runtime.factory() as session, session.begin():
+            released = release_timed_out(session, now=datetime.now(UTC))
+        return {"configured": False, "released": released}
+    return pull(runtime.factory, connect(settings)).as_dict()

@@ -37,6 +37,7 @@ from curation.models import (
     ModelStatus,
     ModelVersion,
 )
+from curation.neardup import group_ids_of
 from curation.store import LocalImageStore
 
 if TYPE_CHECKING:
@@ -212,6 +213,9 @@ def train_model(
         if space is None:
             raise NotFound(f"no embeddings in space {space_key}: run scoring first")
         data = labelled_embeddings(session, paths, space)
+        # Folds by near-duplicate group: a burst twin in the training folds
+        # would otherwise give a flipped label's right answer away.
+        groups = group_ids_of(session, data.image_ids)
         space_id = space.id
     if len(data.class_ids) < 2:
         raise CurationError(
@@ -221,7 +225,11 @@ def train_model(
         data.embeddings, data.labels, n_classes=len(data.class_ids), seed=seed
     )
     oos = out_of_sample_probabilities(
-        data.embeddings.astype(np.float32), data.labels, n_classes=len(data.class_ids), seed=seed
+        data.embeddings.astype(np.float32),
+        data.labels,
+        n_classes=len(data.class_ids),
+        group_ids=groups,
+        seed=seed,
     )
     issue_scores, issue_mask = label_issue_scores(data.labels, oos)
     artifact = f"{uuid.uuid4().hex}.npz"
@@ -350,6 +358,10 @@ def score_images(
         wanted = None if image_ids is None else ids.tolist()
         labels = _label_classes(session, wanted)
         claims = _claimed_classes(session, wanted)
+        # Imported here: curation.reporters reaches this module through curation.classes.
+        from curation.reporters import priority_weights
+
+        reporter_weights = priority_weights(session, None if image_ids is None else ids)
     if len(ids) == 0:
         if image_ids is None:
             with factory() as session, session.begin():
@@ -358,6 +370,9 @@ def score_images(
     clock.lap("read")
     items, entropies = _score_arrays(model, ids, vectors, labels, claims)
     priority, chosen = priorities(items, strategy=strategy, random_share=random_share, seed=seed)
+    if reporter_weights:
+        # A report from a reporter whose reports reviewers mostly rejected waits longer.
+        priority = priority * np.asarray([reporter_weights.get(int(i), 1.0) for i in ids])
     clock.lap("score")
     flagged = _lookup(ids, model.label_issue_ids, model.label_issue_flags, False)
     has_label = _lookup(ids, labels[0], np.ones(len(labels[0]), dtype=bool), False)

@@ -1,6 +1,7 @@
 """ORM models. Import from here; each area lives in its own module."""
 
 from curation.models.accounts import User, UserRole
+from curation.models.api import ApiReport, ApiToken
 from curation.models.audit import AuditEntry
 from curation.models.dashboard import QueueSnapshot
 from curation.models.datasets import (
@@ -13,6 +14,7 @@ from curation.models.datasets import (
 )
 from curation.models.images import Image, NearDuplicateGroup
 from curation.models.labels import Label, LabelVerdict
+from curation.models.labelstudio import LabelStudioAnnotation, LabelStudioTask, TaskState
 from curation.models.learning import (
     COLD_START_RANKING,
     COLD_START_STRATEGY,
@@ -35,6 +37,8 @@ from curation.models.training import RunStatus, RunTrigger, TrainingRun
 __all__ = [
     "COLD_START_RANKING",
     "COLD_START_STRATEGY",
+    "ApiReport",
+    "ApiToken",
     "AuditEntry",
     "ClassAlias",
     "ClassChange",
@@ -52,6 +56,8 @@ __all__ = [
     "ImageSource",
     "JobStatus",
     "Label",
+    "LabelStudioAnnotation",
+    "LabelStudioTask",
     "LabelVerdict",
     "LandmarkClass",
     "ModelStatus",
@@ -67,6 +73,7 @@ __all__ = [
     "ScoringJob",
     "SourceKind",
     "Split",
+    "TaskState",
     "TrainingRun",
     "User",
     "UserRole",

@@ -28,7 +28,7 @@ from curation.models import (
     Split,
 )
 from datasets.training import (
-    FineTuningNotImplemented,
+    FineTuningNotHere,
     GateSettings,
     TrainingCancelled,
     TrainingOptions,
@@ -241,8 +241,9 @@ def test_a_failed_training_marks_its_run_failed(runtime, built) -> None:
         assert run.status == "failed" and "no embeddings in space" in (run.error or "")
 
 
-def test_fine_tuning_is_refused_as_not_implemented(runtime) -> None:
-    with pytest.raises(FineTuningNotImplemented, match="not implemented"):
+def test_fine_tuning_options_are_refused_by_the_head_training(runtime) -> None:
+    # Fine-tuning reads pixels: datasets.finetune (tests/datasets/test_finetune.py).
+    with pytest.raises(FineTuningNotHere, match="fine_tune_on_version"):
         train_on_version(
             runtime.factory,
             _paths(runtime),
@@ -299,8 +300,8 @@ def test_cli_train_models_promote_and_rollback(runtime, built, tmp_path: Path) -
     rolled = _cli(runtime, "models", "rollback", str(first), "--reason", "seed 0 was better")
     assert rolled.exit_code == 0 and "is the champion" in rolled.output
 
-    not_done = _cli(runtime, "train", "--fine-tune-blocks", "2")
-    assert not_done.exit_code == 2 and "not implemented" in not_done.output
+    not_alone = _cli(runtime, "train", "--trainable-batchnorm")
+    assert not_alone.exit_code == 2 and "--fine-tune-blocks" in not_alone.output
     missing = _cli(runtime, "models", "show", "999")
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

@@ -33,6 +33,8 @@ REVIEW_TABLES = {"review_decisions"}
 DASHBOARD_TABLES = {"queue_snapshots"}
 DATASET_TABLES = {"dataset_versions", "dataset_entries", "dataset_classes", "class_changes"}
 TRAINING_TABLES = {"training_runs"}
+API_TABLES = {"api_tokens", "api_reports"}
+LABELSTUDIO_TABLES = {"labelstudio_tasks", "labelstudio_annotations"}
 EXPECTED_TABLES = (
     INITIAL_TABLES
     | LEARNING_TABLES
@@ -41,9 +43,26 @@ EXPECTED_TABLES = (
     | DASHBOARD_TABLES
     | DATASET_TABLES
     | TRAINING_TABLES
+    | API_TABLES
+    | LABELSTUDIO_TABLES
 )
 # The tables after each downgrade step from head, newest first.
 STEPS_DOWN = [
+    INITIAL_TABLES
+    | LEARNING_TABLES
+    | RANKING_TABLES
+    | REVIEW_TABLES
+    | DASHBOARD_TABLES
+    | DATASET_TABLES
+    | TRAINING_TABLES
+    | API_TABLES,
+    INITIAL_TABLES
+    | LEARNING_TABLES
+    | RANKING_TABLES
+    | REVIEW_TABLES
+    | DASHBOARD_TABLES
+    | DATASET_TABLES
+    | TRAINING_TABLES,
     INITIAL_TABLES
     | LEARNING_TABLES
     | RANKING_TABLES

@@ -1,0 +1,598 @@
+"""Fine-tune the top blocks of the backbone on a dataset version's pixels.
+
+The default training (:mod:`datasets.training`) fits a head on cached
+embeddings; this one trains on the stored images themselves, read by
+:func:`datasets.tfdata.make_tf_dataset` (crop to the box where there is one,
+augmentation on the train split only), in two phases:
+
+1. the backbone frozen, the new head (dropout + softmax) trained;
+2. the top ``blocks`` blocks of the backbone unfrozen and trained with the
+   head at a lower learning rate.
+
+Each phase stops early on the validation loss and restores its best
+weights; classes are weighted ``balanced``; seeds are fixed
+(``keras.utils.set_random_seed``). The model is measured on the version's
+test split (:func:`curation.learning.metrics.evaluate`), saved whole as
+``<artifact>.keras`` beside the heads, and written as a candidate
+:class:`~curation.models.ModelVersion` with ``settings["kind"] ==
+"fine_tuned"``.
+
+Blocks (:func:`backbone_blocks`): the backbone's layers grouped by the
+block their Keras name gives:
+
+* EfficientNet: ``block<stage><letter>_...`` (``block1a`` .. ``block7a``,
+  16 blocks in B0);
+* MobileNet (v1): ``conv_dw_<n>_...``, ``conv_pw_<n>_...`` and
+  ``conv_pad_<n>`` (blocks 1 .. 13);
+* MobileNetV2: ``expanded_conv_...`` is block 0, ``block_<n>_...`` blocks
+  1 .. 16 (17 blocks);
+* MobileNetV3: ``expanded_conv_...`` is block 0, ``expanded_conv_<n>_...``
+  blocks 1 .. 10 in the small one (11 blocks).
+
+A layer whose name names no block (the 1x1 top convolution after the last
+block, and its batch norm and activation, or MobileNetV3's auto-numbered
+``re_lu_<k>`` and ``activation_<k>``) belongs to the block before it; the
+layers before the first block (rescaling, the stem convolution) are the
+stem, which is never unfrozen. BatchNormalization layers stay frozen (and,
+Keras 3 running a frozen BatchNormalization in inference mode, keep their
+moving statistics) unless ``trainable_batchnorm``.
+
+What a fine-tuned model cannot do: score the queue. Its backbone is no
+longer the one whose embeddings are cached, so rescoring from cached
+embeddings would be wrong, and re-embedding the pool with a fine-tuned
+backbone is not implemented: :mod:`curation.registry` refuses to gate,
+promote, roll back to or rescore with such a model. Its stored test metrics
+still compare with other models'.
+
+No session stays open while Keras trains: read (the manifest and the
+images' facts), close, train, write in a short new transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy.orm import Session, sessionmaker
+
+from curation import training_runs
+from curation.exceptions import ConfigurationError, CurationError, NotFound, RejectedInput
+from curation.learning import embedding_store
+from curation.learning.backbones import LoadedBackbone, get_spec, load_backbone
+from curation.learning.head import balanced_class_weights
+from curation.learning.metrics import evaluate
+from curation.learning.scoring import LearningPaths
+from curation.models import DatasetVersion, ModelStatus, ModelVersion, RunStatus, Split
+from curation.store import LocalImageStore
+from datasets.export.plan import ExportPlan, plan_export
+from datasets.manifest import Manifest
+from datasets.tfdata import default_augmentation, make_tf_dataset
+from datasets.training import TrainingCancelled, _Heartbeat, _now
+from datasets.versions import find_version, load_manifest
+
+if TYPE_CHECKING:
+    import keras
+
+FINE_TUNED: Final = "fine_tuned"  # ModelVersion.settings["kind"]
+STEM: Final = "stem"
+
+# Family -> the pattern whose first group names a layer's block.
+_BLOCK_PATTERNS: Final = {
+    "efficientnet": re.compile(r"block(\d+[a-z])_"),
+    "mobilenet": re.compile(r"conv_(?:dw|pw|pad)_(\d+)(?:_|$)"),
+    "mobilenetv2": re.compile(r"(?:block_(\d+)_|(expanded_conv)_)"),
+    "mobilenetv3": re.compile(r"expanded_conv_(?:(\d+)_|(?=[a-z]))"),
+}
+
+
+def backbone_family(name: str) -> str:
+    """The block naming scheme of backbone ``name`` (a registered backbone name)."""
+    canonical = get_spec(name).name
+    if canonical.startswith("efficientnet"):
+        return "efficientnet"
+    if canonical.startswith("mobilenetv2"):
+        return "mobilenetv2"
+    if canonical.startswith("mobilenetv3"):
+        return "mobilenetv3"
+    if canonical.startswith("mobilenet_"):
+        return "mobilenet"
+    raise ConfigurationError(f"backbone {name}: no block grouping is defined for fine-tuning")
+
+
+def _block_key(family: str, layer_name: str) -> str | None:
+    match = _BLOCK_PATTERNS[family].match(layer_name)
+    if match is None:
+        return None
+    number = next((g for g in match.groups() if g is not None and g[0].isdigit()), None)
+    return number if number is not None else "0"
+
+
+def group_blocks(family: str, layer_names: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """Layer names grouped into (block, names) in model order, the stem first.
+
+    See the module docstring for the rules; the stem (layers before the
+    first block) is the group named ``"stem"``, possibly empty.
+    """
+    groups: list[tuple[str, list[str]]] = [(STEM, [])]
+    for name in layer_names:
+        key = _block_key(family, name)
+        if key is not None and key != groups[-1][0]:
+            if any(key == seen for seen, _ in groups):
+                raise ConfigurationError(f"block {key} of {family} is not contiguous at {name}")
+            groups.append((key, []))
+        groups[-1][1].append(name)
+    return groups
+
+
+def backbone_blocks(model: keras.Model, family: str) -> list[tuple[str, list[keras.Layer]]]:
+    """The backbone's blocks, bottom to top, without the stem: (block, layers)."""
+    import keras
+
+    layers = [
+        layer
+        for layer in model.layers
+        if not isinstance(
+            layer,
+            keras.layers.InputLayer
+            | keras.layers.GlobalAveragePooling2D
+            | keras.layers.GlobalMaxPooling2D,
+        )
+    ]
+    by_name = {layer.name: layer for layer in layers}
+    grouped = group_blocks(family, [layer.name for layer in layers])
+    return [(key, [by_name[n] for n in names]) for key, names in grouped if key != STEM]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random train-split augmentation (see :func:`datasets.tfdata.default_augmentation`).
+
+    ``rotation``: fraction of a full turn; ``shift``, ``zoom``: fractions of
+    the size; ``shear``: shear factor; ``flip``: "horizontal", "vertical",
+    "horizontal_and_vertical" or None. A zero or None leaves its layer out.
+    """
+
+    rotation: float = 0.05
+    shift: float = 0.1
+    shear: float = 0.1
+    zoom: float = 0.1
+    flip: str | None = "horizontal"
+
+
+@dataclass
+class FineTuneOutcome:
+    model_version_id: int
+    dataset_version: str
+    run_id: int | None
+    classes: int
+    images: dict[str, int]
+    unfrozen_blocks: list[str]
+    trainable_batchnorm: bool
+    test_metrics: dict[str, Any]
+    artifact_key: str
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fine_tune_on_version(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    store: LocalImageStore,
+    *,
+    version_ref: str | int = "latest",
+    backbone: str,
+    weights: str,
+    blocks: int,
+    trainable_batchnorm: bool = False,
+    augment: bool | Augmentation = False,
+    crop: bool = True,
+    epochs: int = 20,
+    patience: int = 3,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    fine_tune_learning_rate: float = 1e-5,
+    dropout: float = 0.2,
+    seed: int = 0,
+    run_id: int | None = None,
+    on_progress: Callable[[float, str], object] | None = None,
+) -> FineTuneOutcome:
+    """Fine-tune ``backbone`` (with ``weights``) on ``version_ref``; write a candidate.
+
+    ``blocks``: how many top blocks to unfreeze in phase 2 (at least 1, at
+    most the backbone's block count). ``epochs`` and ``patience`` apply to
+    each phase. With ``run_id``, the run is started if queued, beats its
+    progress (a cancel request stops it with :class:`TrainingCancelled`; the
+    head-to-fine-tune boundary always checks), and ends succeeded, failed or
+    cancelled, as :func:`datasets.training.train_on_version` does.
+    """
+    if blocks < 1:
+        raise RejectedInput("fine-tuning needs at least one backbone block (blocks >= 1)")
+    if epochs < 1 or batch_size < 1:
+        raise RejectedInput("epochs and batch_size must be positive")
+    started = time.perf_counter()
+    pinned: int | None = None
+    if run_id is not None:
+        with factory() as session, session.begin():
+            run = training_runs.get_run(session, run_id)
+            if run.status == RunStatus.QUEUED.value:
+                training_runs.start(session, run_id, _now())
+            elif run.status != RunStatus.RUNNING.value:
+                raise CurationError(f"training run {run_id} is {run.status}: nothing to train")
+            pinned = run.dataset_version_id
+    try:
+        outcome = _fine_tune(
+            factory, paths, store, pinned or version_ref, backbone=backbone, weights=weights,
+            blocks=blocks, trainable_batchnorm=trainable_batchnorm, augment=augment, crop=crop,
+            epochs=epochs, patience=patience, batch_size=batch_size, learning_rate=learning_rate,
+            fine_tune_learning_rate=fine_tune_learning_rate, dropout=dropout, seed=seed,
+            run_id=run_id, on_progress=on_progress,
+        )  # fmt: skip
+    except TrainingCancelled:
+        if run_id is not None:
+            with factory() as session, session.begin():
+                if training_runs.get_run(session, run_id).status == RunStatus.RUNNING.value:
+                    training_runs.mark_cancelled(session, run_id, _now())
+        raise
+    except BaseException as error:
+        if run_id is not None:
+            with factory() as session, session.begin():
+                training_runs.fail(session, run_id, f"{type(error).__name__}: {error}", _now())
+        raise
+    outcome.seconds = round(time.perf_counter() - started, 3)
+    return outcome
+
+
+def _read_version(
+    factory: sessionmaker[Session], version_ref: str | int, run_id: int | None
+) -> tuple[int, str, Manifest, ExportPlan]:
+    with factory() as session, session.begin():
+        if isinstance(version_ref, int):  # a run's pinned version, by id
+            found = session.get(DatasetVersion, version_ref)
+            if found is None:
+                raise NotFound(f"dataset version id {version_ref} does not exist")
+            version = found
+        else:
+            version = find_version(session, version_ref)
+        version_id, name = version.id, f"v{version.number}"
+        if run_id is not None:
+            training_runs.set_dataset_version(session, run_id, version_id)
+        manifest = load_manifest(session, version)
+        plan = plan_export(session, manifest, source={"version": name})
+    return version_id, name, manifest, plan
+
+
+def _input_scaling(loaded: LoadedBackbone) -> tuple[float, float] | None:
+    """The (scale, offset) that the backbone's ``preprocess`` applies to [0, 255] pixels.
+
+    None where it passes pixels through (EfficientNet, MobileNetV3 rescale
+    inside the model). Checked on probe values, so the fine-tuned model takes
+    exactly the input scaling that :meth:`LoadedBackbone.embed_batch` gives.
+    """
+    probe = np.asarray([0.0, 127.5, 255.0], dtype=np.float32)
+    out = np.asarray(loaded.spec.preprocess(probe.copy()), dtype=np.float64)
+    if np.allclose(out, probe):
+        return None
+    scale = (out[2] - out[0]) / 255.0
+    offset = out[0]
+    if not np.allclose(out, probe * scale + offset, atol=1e-5):
+        raise ConfigurationError(f"backbone {loaded.spec.name}: its preprocessing is not affine")
+    return float(scale), float(offset)
+
+
+def build_classifier(
+    loaded: LoadedBackbone, n_classes: int, *, dropout: float = 0.2
+) -> keras.Model:
+    """Pixels in [0, 255] -> input scaling -> backbone -> (pooling) -> dropout -> softmax."""
+    import keras
+
+    size = loaded.spec.input_size
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = inputs
+    scaling = _input_scaling(loaded)
+    if scaling is not None:
+        x = keras.layers.Rescaling(scaling[0], offset=scaling[1], name="input_scaling")(x)
+    x = loaded.model(x)
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs, name=f"fine_tuned_{loaded.spec.name}")
+
+
+def unfreeze_top(
+    backbone_model: keras.Model, family: str, blocks: int, *, trainable_batchnorm: bool
+) -> list[str]:
+    """Freeze the backbone, then unfreeze its top ``blocks`` blocks; return their names.
+
+    BatchNormalization layers in those blocks stay frozen (inference mode)
+    unless ``trainable_batchnorm``.
+    """
+    import keras
+
+    grouped = backbone_blocks(backbone_model, family)
+    if blocks > len(grouped):
+        raise RejectedInput(
+            f"the backbone has {len(grouped)} blocks above its stem; cannot fine-tune {blocks}"
+        )
+    backbone_model.trainable = True
+    for layer in backbone_model.layers:
+        layer.trainable = False
+    top = grouped[len(grouped) - blocks :]
+    for _, layers in top:
+        for layer in layers:
+            is_bn = isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = trainable_batchnorm or not is_bn
+    return [key for key, _ in top]
+
+
+def _fine_tune(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    store: LocalImageStore,
+    version_ref: str | int,
+    *,
+    backbone: str,
+    weights: str,
+    blocks: int,
+    trainable_batchnorm: bool,
+    augment: bool | Augmentation,
+    crop: bool,
+    epochs: int,
+    patience: int,
+    batch_size: int,
+    learning_rate: float,
+    fine_tune_learning_rate: float,
+    dropout: float,
+    seed: int,
+    run_id: int | None,
+    on_progress: Callable[[float, str], object] | None,
+) -> FineTuneOutcome:
+    import keras
+
+    family = backbone_family(backbone)
+    beat = _Heartbeat(factory, run_id, epochs, on_progress)
+    # Read: the manifest and the images' facts; then close.
+    version_id, version_name, manifest, full_plan = _read_version(factory, version_ref, run_id)
+
+    # The model's classes: those with train rows (slug order); test rows of
+    # other classes count as misses (label -1), as train_on_version counts them.
+    train_rows = full_plan.rows_in(Split.TRAIN)
+    trained_slugs = sorted({full_plan.class_slugs[i] for i in full_plan.class_indices[train_rows]})
+    if len(trained_slugs) < 2:
+        raise CurationError(
+            f"{version_name}: fine-tuning needs train-split images of at least 2 active classes,"
+            f" found {len(trained_slugs)}"
+        )
+    id_of = {c.slug: c.class_id for c in manifest.classes}
+    class_ids = [id_of[slug] for slug in trained_slugs]
+    # The plan numbers classes with a row in any split; keep train and
+    # validation rows of trained classes only, in the model's numbering.
+    to_model = np.asarray(
+        [trained_slugs.index(s) if s in trained_slugs else -1 for s in full_plan.class_slugs],
+        dtype=np.int32,
+    )
+    plan = _restricted(full_plan, to_model, tuple(trained_slugs))
+    beat.beat(0.02, f"{version_name}: {len(plan)} images, {len(class_ids)} classes", force=True)
+
+    keras.utils.set_random_seed(seed)
+    loaded = load_backbone(backbone, weights)
+    size = loaded.spec.input_size
+    settings = Augmentation() if augment is True else (augment or None)
+    augmentation = None
+    if settings is not None:
+        augmentation = default_augmentation(
+            rotation=settings.rotation,
+            translation=settings.shift,
+            shear=settings.shear,
+            zoom=settings.zoom,
+            flip=settings.flip,
+            seed=seed,
+        )
+    common: dict[str, Any] = {
+        "store": store,
+        "image_size": (size, size),
+        "crop": crop,
+        "batch_size": batch_size,
+    }
+    train = make_tf_dataset(plan, Split.TRAIN, shuffle=True, seed=seed, augment=augmentation,
+                            **common)  # fmt: skip
+    n_validation = len(plan.rows_in(Split.VALIDATION))
+    validation = make_tf_dataset(plan, Split.VALIDATION, shuffle=False, **common)
+    weights_by_class = balanced_class_weights(
+        plan.class_indices[plan.rows_in(Split.TRAIN)].astype(np.int64), len(class_ids)
+    )
+
+    model = build_classifier(loaded, len(class_ids), dropout=dropout)
+    monitor = "val_loss" if n_validation else "loss"
+
+    def fit(phase: int, rate: float, low: float, high: float) -> dict[str, list[float]]:
+        model.compile(
+            optimizer=keras.optimizers.Adam(rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+
+        def on_epoch(epoch: int, logs: dict[str, Any] | None) -> None:
+            loss = float((logs or {}).get(monitor, float("nan")))
+            beat.beat(
+                low + (high - low) * (epoch + 1) / epochs,
+                f"phase {phase}, epoch {epoch + 1}: {monitor} {loss:.4f}",
+            )
+
+        history = model.fit(
+            train,
+            validation_data=validation if n_validation else None,
+            epochs=epochs,
+            class_weight=weights_by_class,
+            callbacks=[
+                keras.callbacks.EarlyStopping(
+                    monitor=monitor, patience=patience, restore_best_weights=True
+                ),
+                keras.callbacks.LambdaCallback(on_epoch_end=on_epoch),
+            ],
+            shuffle=False,  # the train dataset shuffles itself, with the seed
+            verbose=0,
+        )
+        return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+    # Phase 1: the backbone frozen, the head learns.
+    loaded.model.trainable = False
+    beat.beat(0.05, "phase 1: training the head on the frozen backbone", force=True)
+    head_curves = fit(1, learning_rate, 0.05, 0.45)
+    # Phase 2: the top blocks unfrozen, a lower learning rate. A cancel
+    # requested during phase 1 is honoured here at the latest.
+    beat.beat(0.5, f"phase 2: fine-tuning the top {blocks} backbone blocks", force=True)
+    unfrozen = unfreeze_top(loaded.model, family, blocks, trainable_batchnorm=trainable_batchnorm)
+    tune_curves = fit(2, fine_tune_learning_rate, 0.5, 0.88)
+
+    beat.beat(0.9, "measuring on the test split", force=True)
+    test_rows = full_plan.rows_in(Split.TEST)
+    test = make_tf_dataset(full_plan, Split.TEST, shuffle=False, **common)
+    probabilities, plan_labels = _predict(model, test, len(class_ids))
+    labels = to_model[plan_labels] if len(plan_labels) else np.zeros(0, np.int64)
+    test_metrics = evaluate(labels, probabilities, class_ids=class_ids)
+
+    artifact = f"{uuid.uuid4().hex}.keras"
+    paths.models.mkdir(parents=True, exist_ok=True)
+    model.save(paths.models / artifact)
+    # The test predictions, kept beside the model (the gate cannot run it on
+    # cached embeddings; these let a later comparison use its answers).
+    np.savez(
+        paths.models / f"{artifact}.predictions.npz",
+        image_ids=full_plan.image_ids[test_rows],
+        class_ids=np.asarray(
+            [id_of[full_plan.class_slugs[i]] for i in plan_labels], dtype=np.int64
+        ),
+        probabilities=probabilities.astype(np.float32),
+    )
+    curves = {k: head_curves.get(k, []) + tune_curves.get(k, []) for k in head_curves}
+    images = {
+        "train": len(plan.rows_in(Split.TRAIN)),
+        "validation": n_validation,
+        "test": len(test_rows),
+    }
+    augmentation_settings = asdict(settings) if settings is not None else None
+    beat.beat(0.95, "writing the model", force=True)
+    with factory() as session, session.begin():
+        space = embedding_store.get_or_create_space(
+            session,
+            key=loaded.space_key,
+            backbone=loaded.spec.name,
+            weights_id=loaded.weights_id,
+            dim=loaded.spec.dim,
+        )
+        version = ModelVersion(
+            # The space of the backbone it started from; its own backbone
+            # differs (see the module docstring), so it scores nothing there.
+            space_id=space.id,
+            class_ids=class_ids,
+            artifact_key=artifact,
+            seed=seed,
+            settings={
+                "kind": FINE_TUNED,
+                "fine_tuned": True,
+                "head": "softmax",
+                "class_weights": "balanced",
+                "backbone": loaded.spec.name,
+                "weights": loaded.weights_id,
+                "blocks": blocks,
+                "unfrozen_blocks": unfrozen,
+                "trainable_batchnorm": trainable_batchnorm,
+                "augmentation": augmentation_settings,
+                "crop": crop,
+                "seed": seed,
+                "epochs": epochs,
+                "patience": patience,
+                "batch_size": batch_size,
+                "learning_rates": [learning_rate, fine_tune_learning_rate],
+                "dropout": dropout,
+                "image_size": size,
+                "dataset_version": version_name,
+                "class_ids": class_ids,
+                "class_slugs": trained_slugs,
+            },
+            metrics={
+                "test": test_metrics,
+                "images": images,
+                "training_images": images["train"],
+                "curves": curves,
+                "epochs_run": len(next(iter(curves.values()), [])),
+                "head_epochs_run": len(next(iter(head_curves.values()), [])),
+            },
+            status=ModelStatus.CANDIDATE.value,
+            dataset_version_id=version_id,
+            training_run_id=run_id,
+        )
+        session.add(version)
+        session.flush()
+        model_id = version.id
+        if run_id is not None:
+            if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
+                raise TrainingCancelled(f"training run {run_id} ended while training")
+            training_runs.finish(session, run_id, model_version_id=model_id, now=_now())
+    return FineTuneOutcome(
+        model_version_id=model_id,
+        dataset_version=version_name,
+        run_id=run_id,
+        classes=len(class_ids),
+        images=images,
+        unfrozen_blocks=unfrozen,
+        trainable_batchnorm=trainable_batchnorm,
+        test_metrics=test_metrics,
+        artifact_key=artifact,
+        notes=[
+            "a fine-tuned model cannot be promoted: the queue is scored from cached embeddings"
+            " of the original backbone, and re-embedding the pool with a fine-tuned backbone"
+            " is not implemented"
+        ],
+    )
+
+
+def _restricted(
+    plan: ExportPlan, to_model: NDArray[np.int32], slugs: tuple[str, ...]
+) -> ExportPlan:
+    """The plan's train and validation rows of the model's classes, labelled in its numbering.
+
+    Test rows are left out (the test split is read from the full plan).
+    """
+    mapped = to_model[plan.class_indices]
+    names = dict(zip(plan.class_slugs, plan.class_names, strict=True))
+    keep = np.flatnonzero((mapped >= 0) & (plan.splits != int(Split.TEST)))
+    return replace(
+        plan,
+        class_slugs=slugs,
+        class_names=tuple(names[s] for s in slugs),
+        image_ids=plan.image_ids[keep],
+        class_indices=mapped[keep].astype(np.int32),
+        splits=plan.splits[keep],
+        boxes=plan.boxes[keep],
+        widths=plan.widths[keep],
+        heights=plan.heights[keep],
+        sha256=tuple(plan.sha256[i] for i in keep),
+        storage_keys=tuple(plan.storage_keys[i] for i in keep),
+        stored_formats=tuple(plan.stored_formats[i] for i in keep),
+        names=tuple(plan.names[i] for i in keep),
+    )
+
+
+def _predict(
+    model: keras.Model, dataset: Any, n_classes: int
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """(N, C) probabilities and (N,) plan labels of every batch, in order."""
+    probabilities: list[NDArray[np.float64]] = []
+    labels: list[NDArray[np.int64]] = []
+    for images, batch_labels in dataset:
+        probabilities.append(np.asarray(model(images, training=False), dtype=np.float64))
+        labels.append(np.asarray(batch_labels, dtype=np.int64))
+    if not probabilities:
+        return np.zeros((0, n_classes)), np.zeros(0, np.int64)
+    return np.concatenate(probabilities), np.concatenate(labels)
