@@ -67,6 +67,25 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
+def write_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work that reads and then writes, safe beside other writers on SQLite.
+
+    SQLite (WAL) starts a transaction as a reader; one that has read and then
+    writes after another connection committed cannot wait for the lock (its
+    snapshot is stale) and fails at once with "database is locked", whatever
+    the busy timeout. ``BEGIN IMMEDIATE`` takes the write lock first, waiting
+    up to the busy timeout. PostgreSQL needs nothing of this.
+    """
+    with factory() as session, session.begin():
+        connection = session.connection()
+        if connection.dialect.name == "sqlite":
+            raw = connection.connection.dbapi_connection
+            if raw is not None and not raw.in_transaction:
+                raw.execute("BEGIN IMMEDIATE")
+        yield session
+
+
+@contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One short unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():

@@ -33,6 +33,9 @@ def create_app(config: dict[str, Any] | None = None, *, runtime: Runtime | None 
     app.register_blueprint(status.blueprint)
     app.register_blueprint(review.blueprint)
     app.register_blueprint(admin.blueprint)
+    from webui import api_admin
+
+    app.register_blueprint(api_admin.blueprint)  # /admin/tokens, /admin/reporters
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(datasets.blueprint)
     app.register_blueprint(classes.blueprint)

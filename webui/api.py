@@ -22,6 +22,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException
 
 from curation.api_tokens import verify_token
+from curation.db import write_transaction
 from curation.exceptions import RejectedInput
 from curation.ingest.core import IngestContext
 from curation.learning.scoring import LearningPaths
@@ -126,9 +127,10 @@ def _authenticate() -> ResponseReturnValue | None:
             401, "unauthorized", "send the app's token: Authorization: Bearer cur_..."
         )
     factory = runtime_of(current_app).factory
-    with factory() as session, session.begin():
+    with write_transaction(factory) as session:
         token = verify_token(session, presented[:256])
         if token is not None:
+            session.flush()  # write last_used_at before the row leaves the session
             session.expunge(token)
     if token is None:
         return error_response(401, "invalid_token", "the token is unknown, malformed or revoked")
@@ -241,7 +243,7 @@ def create_report() -> ResponseReturnValue:
     runtime = runtime_of(current_app)
     settings = runtime.settings
     token: ApiToken = g.api_token
-    with runtime.factory() as session, session.begin():
+    with write_transaction(runtime.factory) as session:
         index = NearDuplicateIndex()
         index.refresh(session)
         context = IngestContext(

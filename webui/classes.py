@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from curation import classes as lifecycle
+from curation.db import write_transaction
 from curation.exceptions import Conflict, CurationError, NotFound, RejectedInput
 from curation.learning.scoring import LearningPaths
 from curation.models import ClassStatus, User, UserRole
@@ -129,7 +130,7 @@ def detail(class_id: int) -> ResponseReturnValue:
 def _change(class_id: int, apply: Callable[[Session, User], str]) -> ResponseReturnValue:
     """Run ``apply`` in one transaction; flash its message, or show why it was refused."""
     try:
-        with runtime_of(current_app).factory() as session, session.begin():
+        with write_transaction(runtime_of(current_app).factory) as session:
             message = apply(session, _admin())
     except CurationError as error:
         return _detail_page(class_id, status=_status_of(error), error=f"Not changed: {error}.")
@@ -145,7 +146,7 @@ def propose() -> ResponseReturnValue:
         for key in ("name", "language", "aliases", "latitude", "longitude", "reason")
     }
     try:
-        with runtime_of(current_app).factory() as session, session.begin():
+        with write_transaction(runtime_of(current_app).factory) as session:
             landmark = lifecycle.propose_class(
                 session,
                 form["name"],

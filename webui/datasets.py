@@ -40,6 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from curation.classes import describe_change
+from curation.db import write_transaction
 from curation.exceptions import Conflict, CurationError, Forbidden, NotFound, RejectedInput
 from curation.models import ClassChange, DatasetVersion, UserRole
 from datasets.activation import class_activation
@@ -292,7 +293,7 @@ def take_snapshot() -> ResponseReturnValue:
         actor=user,
     )
     try:
-        with runtime.factory() as session, session.begin():
+        with write_transaction(runtime.factory) as session:
             result = snapshot(
                 session,
                 author=user.username,

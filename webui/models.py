@@ -41,6 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from curation import registry, training_runs
+from curation.db import write_transaction
 from curation.exceptions import Conflict, CurationError, Forbidden, NotFound, RejectedInput
 from curation.learning.scoring import LearningPaths
 from curation.models import (
@@ -362,7 +363,7 @@ def _enqueue_rescore(version_id: int) -> None:
 def retrain_now() -> ResponseReturnValue:
     user = current_user()
     assert user is not None
-    with _session() as session, session.begin():
+    with write_transaction(runtime_of(current_app).factory) as session:
         run, created = training_runs.request_run(
             session, trigger=RunTrigger.MANUAL, requested_by=f"user:{user.username}"
         )
@@ -381,7 +382,7 @@ def retrain_now() -> ResponseReturnValue:
 @blueprint.post("/models/runs/<int:run_id>/cancel")
 @role_required(UserRole.ADMIN)
 def cancel_run(run_id: int) -> ResponseReturnValue:
-    with _session() as session, session.begin():
+    with write_transaction(runtime_of(current_app).factory) as session:
         run = training_runs.cancel_request(session, run_id, _now())
         status = run.status
     if status == RunStatus.CANCELLED.value:
@@ -461,7 +462,7 @@ def promote(version_id: int) -> ResponseReturnValue:
     override = request.form.get("override") == "yes"
     settings = runtime_of(current_app).settings
     try:
-        with _session() as session, session.begin():
+        with write_transaction(runtime_of(current_app).factory) as session:
             gate = registry.promote_through_gate(
                 session,
                 _paths(),
@@ -497,7 +498,7 @@ def rollback(version_id: int) -> ResponseReturnValue:
     if not isinstance(reason, str):
         return reason
     try:
-        with _session() as session, session.begin():
+        with write_transaction(runtime_of(current_app).factory) as session:
             registry.rollback(session, version_id, actor=user, reason=reason, now=_now())
     except Conflict as error:
         return _model_page(version_id, status=409, form="rollback", reason=reason, error=str(error))

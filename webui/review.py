@@ -26,6 +26,7 @@ from flask.typing import ResponseReturnValue
 from PIL import Image as PILImage
 from sqlalchemy import select
 
+from curation.db import write_transaction
 from curation.exceptions import RejectedInput
 from curation.models import Image, Label, QueueItem, User
 from curation.review import claims, decisions, views
@@ -106,7 +107,7 @@ def claim() -> ResponseReturnValue:
         class_id=_optional_int(data, "class_id"),
     )
     runtime = runtime_of(current_app)
-    with runtime.factory() as session, session.begin():
+    with write_transaction(runtime.factory) as session:
         if chosen is not None:
             item: QueueItem | None = claims.claim_item(
                 session, _user(), chosen, lease=_lease(), now=_now()
@@ -138,7 +139,7 @@ def item(item_id: int) -> ResponseReturnValue:
 def decide(item_id: int) -> ResponseReturnValue:
     wanted = decisions.DecisionRequest.parse(_body())
     runtime = runtime_of(current_app)
-    with runtime.factory() as session, session.begin():
+    with write_transaction(runtime.factory) as session:
         decision = decisions.decide(
             session,
             _user(),
@@ -166,7 +167,7 @@ def decide(item_id: int) -> ResponseReturnValue:
 @blueprint.post("/review/api/items/<int:item_id>/release")
 @login_required
 def release(item_id: int) -> ResponseReturnValue:
-    with runtime_of(current_app).factory() as session, session.begin():
+    with write_transaction(runtime_of(current_app).factory) as session:
         claims.release(session, _user(), item_id, _now())
     return jsonify({})
 
@@ -174,7 +175,7 @@ def release(item_id: int) -> ResponseReturnValue:
 @blueprint.post("/review/api/items/<int:item_id>/renew")
 @login_required
 def renew(item_id: int) -> ResponseReturnValue:
-    with runtime_of(current_app).factory() as session, session.begin():
+    with write_transaction(runtime_of(current_app).factory) as session:
         claims.renew(session, _user(), item_id, lease=_lease(), now=_now())
         held = session.get_one(QueueItem, item_id)
         expires = held.lease_expires_at
@@ -197,7 +198,7 @@ def renew_many() -> ResponseReturnValue:
         or not all(isinstance(i, int) and not isinstance(i, bool) for i in raw)
     ):
         raise RejectedInput(f"item_ids must be a list of at most {RENEW_MAX} integers")
-    with runtime_of(current_app).factory() as session, session.begin():
+    with write_transaction(runtime_of(current_app).factory) as session:
         done = claims.renew_many(session, _user(), raw, lease=_lease(), now=_now())
     return jsonify(
         {
@@ -210,7 +211,7 @@ def renew_many() -> ResponseReturnValue:
 @blueprint.post("/review/api/undo")
 @login_required
 def undo() -> ResponseReturnValue:
-    with runtime_of(current_app).factory() as session, session.begin():
+    with write_transaction(runtime_of(current_app).factory) as session:
         restored = decisions.undo_last(session, _user(), lease=_lease(), now=_now())
         view = _with_urls(views.item_view(session, restored))
     return jsonify({"item": view})
