@@ -73,7 +73,7 @@ from curation.store import LocalImageStore
 from datasets.export.plan import ExportPlan, plan_export
 from datasets.manifest import Manifest
 from datasets.tfdata import default_augmentation, make_tf_dataset
-from datasets.training import TrainingCancelled, _Heartbeat, _now
+from datasets.training import TrainingCancelled, _Heartbeat, _now, record_candidate
 from datasets.versions import find_version, load_manifest
 
 if TYPE_CHECKING:
@@ -532,13 +532,7 @@ def _fine_tune(
             dataset_version_id=version_id,
             training_run_id=run_id,
         )
-        session.add(version)
-        session.flush()
-        model_id = version.id
-        if run_id is not None:
-            if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
-                raise TrainingCancelled(f"training run {run_id} ended while training")
-            training_runs.finish(session, run_id, model_version_id=model_id, now=_now())
+        model_id = record_candidate(session, version, run_id)
     return FineTuneOutcome(
         model_version_id=model_id,
         dataset_version=version_name,

@@ -213,6 +213,21 @@ class _Heartbeat:
         self.beat(0.1 + 0.8 * (epoch + 1) / self.epochs, f"epoch {epoch + 1}: loss {loss:.4f}")
 
 
+def record_candidate(session: Session, model: ModelVersion, run_id: int | None) -> int:
+    """Write a trained candidate and end its run as succeeded; returns the model's id.
+
+    Refused (:class:`TrainingCancelled`) when the run ended while training
+    (cancelled, or reaped as lost): its result must not land after the fact.
+    """
+    session.add(model)
+    session.flush()
+    if run_id is not None:
+        if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
+            raise TrainingCancelled(f"training run {run_id} ended while training")
+        training_runs.finish(session, run_id, model_version_id=model.id, now=_now())
+    return model.id
+
+
 def train_on_version(
     factory: sessionmaker[Session],
     paths: LearningPaths,
@@ -385,13 +400,7 @@ def _train(
             dataset_version_id=version_id,
             training_run_id=run_id,
         )
-        session.add(model)
-        session.flush()
-        model_id = model.id
-        if run_id is not None:
-            if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
-                raise TrainingCancelled(f"training run {run_id} ended while training")
-            training_runs.finish(session, run_id, model_version_id=model_id, now=_now())
+        model_id = record_candidate(session, model, run_id)
     return TrainingOutcome(
         model_version_id=model_id,
         dataset_version=version_name,
