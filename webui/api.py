@@ -25,6 +25,7 @@ from curation.api_tokens import verify_token
 from curation.db import write_transaction
 from curation.exceptions import RejectedInput
 from curation.ingest.core import IngestContext
+from curation.ingest.reports import ingest_app_photo
 from curation.learning.scoring import LearningPaths
 from curation.models import ApiToken, ClassStatus, LandmarkClass
 from curation.neardup import NearDuplicateIndex
@@ -173,6 +174,16 @@ def _text(name: str, *, required: bool = False, limit: int = MAX_TEXT_FIELD) -> 
     return value
 
 
+def _flag(name: str) -> bool:
+    """A yes/no form field: absent, "false" or "0" is no; "true" or "1" is yes."""
+    raw = (request.form.get(name) or "").strip().lower()
+    if raw in ("", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise ApiError(400, f"{name} must be true or false", "invalid_field")
+
+
 def _int_field(source: Any, name: str, default: int, low: int, high: int) -> int:
     raw = source.get(name)
     if raw is None or raw == "":
@@ -200,6 +211,7 @@ def predict_view() -> ResponseReturnValue:
     data = _image_upload()
     top_k = _int_field(request.form, "top_k", 5, 1, MAX_TOP_K)
     lang = _text("lang", limit=16)
+    store = _flag("store")
     runtime = runtime_of(current_app)
     settings = runtime.settings
     with runtime.factory() as session:
@@ -215,9 +227,29 @@ def predict_view() -> ResponseReturnValue:
             max_pixels=settings.max_image_pixels,
             embedder=current_app.config.get("CURATION_TEST_EMBEDDER"),
         )
+    stored_image_id = None
+    if store:
+        # Only when the app asks: the photo joins the pool for review.
+        token: ApiToken = g.api_token
+        with write_transaction(runtime.factory) as session:
+            index = NearDuplicateIndex()
+            index.refresh(session)
+            stored_image_id = ingest_app_photo(
+                session,
+                IngestContext(
+                    store=runtime.store,
+                    index=index,
+                    max_distance=settings.near_duplicate_max_distance,
+                ),
+                image_bytes=data,
+                app=token.app,
+                max_bytes=settings.api_max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+            )
     return jsonify(
         {
             "model_version": result.model_version_id,
+            "stored_image_id": stored_image_id,
             "predictions": [
                 {
                     "slug": guess.slug,

@@ -57,9 +57,13 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Prediction": {
         "type": "object",
-        "required": ["model_version", "predictions"],
+        "required": ["model_version", "stored_image_id", "predictions"],
         "properties": {
             "model_version": {"type": "integer"},
+            "stored_image_id": {
+                "type": ["integer", "null"],
+                "description": "The stored photo's id when store was asked for, else null.",
+            },
             "predictions": {
                 "type": "array",
                 "items": {
@@ -163,7 +167,8 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/predict": {
                 "post": {
                     "operationId": "predict",
-                    "summary": "The champion model's top-k landmarks for a photo (not stored).",
+                    "summary": "The champion model's top-k landmarks for a photo"
+                    " (stored for review only when asked).",
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -183,6 +188,13 @@ def openapi_document() -> dict[str, Any]:
                                             "type": "string",
                                             "maxLength": 16,
                                             "description": "Language of the names, e.g. ko.",
+                                        },
+                                        "store": {
+                                            "type": "string",
+                                            "enum": ["true", "false", "1", "0"],
+                                            "default": "false",
+                                            "description": "Keep the photo for review"
+                                            " (it joins the queue as the app's crawl).",
                                         },
                                     },
                                 }

@@ -102,3 +102,31 @@ def ingest_report(
     if result.outcome is Outcome.NEW:
         context.index.add(prepared.phash_signed % (1 << 64), result.image_id)
     return ReportResult(image_id=result.image_id, source_id=source_id, outcome=result.outcome)
+
+
+def ingest_app_photo(
+    session: Session,
+    context: IngestContext,
+    *,
+    image_bytes: bytes,
+    app: str,
+    max_bytes: int,
+    max_pixels: int,
+) -> int:
+    """Keep a photo an app sent for prediction and asked to be stored; returns its image id.
+
+    It is recorded as an unlabelled crawl of the app (crawler ``app:<app>``),
+    so it is deduplicated, grouped and queued for review like any crawled
+    image. Never commits; raises ``RejectedInput`` for a bad image.
+    """
+    prepared = prepare_image(image_bytes, max_bytes=max_bytes, max_pixels=max_pixels)
+    spec = SourceSpec(kind=SourceKind.CRAWL, crawler=f"app:{app}"[:100])
+    written: list[str] = []
+    try:
+        with session.begin_nested():
+            result = record_prepared(session, context, prepared, spec, None, written)
+    except BaseException:
+        for key in written:
+            context.store.delete(key)
+        raise
+    return int(result.image_id)

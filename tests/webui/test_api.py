@@ -390,6 +390,25 @@ def test_predict_gives_the_champions_top_k_named_in_the_language(
         assert _error(ask(top_k="many")) == (400, "invalid_field")
         with runtime.factory() as session:
             assert session.scalar(select(ImageSource.id).limit(1)) is None  # nothing stored
+        assert korean["stored_image_id"] is None
+        # Asked to, the photo is kept: an unlabelled crawl of the app, waiting for scoring.
+        kept = ask(store="true")
+        assert kept.status_code == 200
+        image_id = kept.get_json()["stored_image_id"]
+        assert isinstance(image_id, int)
+        with runtime.factory() as session:
+            source = session.scalars(select(ImageSource)).one()
+            assert (source.image_id, source.kind, source.crawler) == (
+                image_id,
+                "crawl",
+                "app:seed-app",
+            )
+            assert (
+                session.scalar(select(ScoringJob.id).where(ScoringJob.image_id == image_id))
+                is not None
+            )
+        assert ask(store="1").get_json()["stored_image_id"] == image_id  # the same photo
+        assert _error(ask(store="maybe")) == (400, "invalid_field")
     finally:
         runtime.dispose()
 
