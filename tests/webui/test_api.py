@@ -469,3 +469,36 @@ def test_schema_fuzz_finds_no_server_error(tmp_path: Path, migrated_sqlite_templ
         assert seen & {200, 201}, seen
     finally:
         runtime.dispose()
+
+
+@pytest.mark.redis
+def test_rate_limits_counted_in_redis_hold_across_app_instances(
+    tmp_path: Path, migrated_sqlite_template: Path
+) -> None:
+    """Production counts in Redis: two web workers (two app instances) share one budget."""
+    import uuid
+
+    import redis
+
+    from tests.conftest import REDIS_URL, REQUIRE_SERVICES
+
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.RedisError as error:
+        if REQUIRE_SERVICES:
+            raise
+        pytest.skip(f"Redis unreachable at {REDIS_URL}: {error}")
+    database = tmp_path / f"curation-{uuid.uuid4().hex[:8]}.db"  # its own key space
+    shutil.copyfile(migrated_sqlite_template, database)
+    runtime = _runtime(
+        tmp_path, database, api_rate_limit="3 per minute", ratelimit_storage_url=REDIS_URL
+    )
+    try:
+        first, auth, _ = _api(runtime)
+        second = create_app({"TESTING": True}, runtime=runtime).test_client()
+        assert first.get("/api/v1/classes", headers=auth).status_code == 200
+        assert second.get("/api/v1/classes", headers=auth).status_code == 200
+        assert first.get("/api/v1/classes", headers=auth).status_code == 200
+        assert _error(second.get("/api/v1/classes", headers=auth)) == (429, "too_many_requests")
+    finally:
+        runtime.dispose()
