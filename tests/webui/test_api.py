@@ -482,17 +482,19 @@ def test_rate_limits_counted_in_redis_hold_across_app_instances(
 
     from tests.conftest import REDIS_URL, REQUIRE_SERVICES
 
+    # Its own database number: other tests flush theirs.
+    url = REDIS_URL.rsplit("/", 1)[0] + "/13" if REDIS_URL.count("/") > 2 else REDIS_URL + "/13"
+    store = redis.Redis.from_url(url)
     try:
-        redis.Redis.from_url(REDIS_URL).ping()
+        store.ping()
     except redis.RedisError as error:
         if REQUIRE_SERVICES:
             raise
         pytest.skip(f"Redis unreachable at {REDIS_URL}: {error}")
+    before = set(store.keys("LIMITS*"))
     database = tmp_path / f"curation-{uuid.uuid4().hex[:8]}.db"  # its own key space
     shutil.copyfile(migrated_sqlite_template, database)
-    runtime = _runtime(
-        tmp_path, database, api_rate_limit="3 per minute", ratelimit_storage_url=REDIS_URL
-    )
+    runtime = _runtime(tmp_path, database, api_rate_limit="3 per minute", ratelimit_storage_url=url)
     try:
         first, auth, _ = _api(runtime)
         second = create_app({"TESTING": True}, runtime=runtime).test_client()
@@ -500,5 +502,7 @@ def test_rate_limits_counted_in_redis_hold_across_app_instances(
         assert second.get("/api/v1/classes", headers=auth).status_code == 200
         assert first.get("/api/v1/classes", headers=auth).status_code == 200
         assert _error(second.get("/api/v1/classes", headers=auth)) == (429, "too_many_requests")
+        # The counts live in Redis, not in the process.
+        assert set(store.keys("LIMITS*")) - before
     finally:
         runtime.dispose()
