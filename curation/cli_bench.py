@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,25 @@ def _load(folder: Path, *, backbone: str, weights: str, cache_dir: Path) -> Any:
     )
 
 
+def _embedding_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--backbone, --weights and --cache-dir: how a folder is embedded (shared by both benches)."""
+    for option in reversed(
+        [
+            click.option("--backbone", help="Backbone name (default: CURATION_BACKBONE)."),
+            click.option(
+                "--weights", help="Backbone weights (default: CURATION_BACKBONE_WEIGHTS)."
+            ),
+            click.option(
+                "--cache-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Embedding cache (default: <data dir>/cache/evaluation).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @bench.command("al")
 @click.option(
     "--data",
@@ -65,13 +85,7 @@ def _load(folder: Path, *, backbone: str, weights: str, cache_dir: Path) -> Any:
 )
 @click.option("--test-share", default=0.25, show_default=True, type=click.FloatRange(0.05, 0.9))
 @click.option("--max-labels", type=click.IntRange(1), help="Stop each run at this many labels.")
-@click.option("--backbone", help="Backbone name (default: CURATION_BACKBONE).")
-@click.option("--weights", help="Backbone weights (default: CURATION_BACKBONE_WEIGHTS).")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Embedding cache (default: <data dir>/cache/evaluation).",
-)
+@_embedding_options
 @click.option(
     "--out",
     "out_dir",
@@ -238,13 +252,7 @@ def _strategy_list(text: str) -> list[str]:
 )
 @click.option("--noise", default=0.1, show_default=True, type=click.FloatRange(0.0, 0.9))
 @click.option("--seeds", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--backbone", help="Backbone name (default: CURATION_BACKBONE).")
-@click.option("--weights", help="Backbone weights (default: CURATION_BACKBONE_WEIGHTS).")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Embedding cache (default: <data dir>/cache/evaluation).",
-)
+@_embedding_options
 @click.option(
     "--out",
     "out_dir",

@@ -68,12 +68,12 @@ from curation.learning.backbones import LoadedBackbone, get_spec, load_backbone
 from curation.learning.head import balanced_class_weights
 from curation.learning.metrics import evaluate
 from curation.learning.scoring import LearningPaths
-from curation.models import DatasetVersion, ModelStatus, ModelVersion, RunStatus, Split
+from curation.models import DatasetVersion, ModelStatus, ModelVersion, Split
 from curation.store import LocalImageStore
 from datasets.export.plan import ExportPlan, plan_export
 from datasets.manifest import Manifest
 from datasets.tfdata import default_augmentation, make_tf_dataset
-from datasets.training import TrainingCancelled, _Heartbeat, _now, record_candidate
+from datasets.training import _Heartbeat, record_candidate, running_as
 from datasets.versions import find_version, load_manifest
 
 if TYPE_CHECKING:
@@ -219,16 +219,7 @@ def fine_tune_on_version(
     if epochs < 1 or batch_size < 1:
         raise RejectedInput("epochs and batch_size must be positive")
     started = time.perf_counter()
-    pinned: int | None = None
-    if run_id is not None:
-        with factory() as session, session.begin():
-            run = training_runs.get_run(session, run_id)
-            if run.status == RunStatus.QUEUED.value:
-                training_runs.start(session, run_id, _now())
-            elif run.status != RunStatus.RUNNING.value:
-                raise CurationError(f"training run {run_id} is {run.status}: nothing to train")
-            pinned = run.dataset_version_id
-    try:
+    with running_as(factory, run_id) as pinned:
         outcome = _fine_tune(
             factory, paths, store, pinned or version_ref, backbone=backbone, weights=weights,
             blocks=blocks, trainable_batchnorm=trainable_batchnorm, augment=augment, crop=crop,
@@ -236,17 +227,6 @@ def fine_tune_on_version(
             fine_tune_learning_rate=fine_tune_learning_rate, dropout=dropout, seed=seed,
             run_id=run_id, on_progress=on_progress,
         )  # fmt: skip
-    except TrainingCancelled:
-        if run_id is not None:
-            with factory() as session, session.begin():
-                if training_runs.get_run(session, run_id).status == RunStatus.RUNNING.value:
-                    training_runs.mark_cancelled(session, run_id, _now())
-        raise
-    except BaseException as error:
-        if run_id is not None:
-            with factory() as session, session.begin():
-                training_runs.fail(session, run_id, f"{type(error).__name__}: {error}", _now())
-        raise
     outcome.seconds = round(time.perf_counter() - started, 3)
     return outcome
 

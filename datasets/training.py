@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -213,6 +214,39 @@ class _Heartbeat:
         self.beat(0.1 + 0.8 * (epoch + 1) / self.epochs, f"epoch {epoch + 1}: loss {loss:.4f}")
 
 
+@contextmanager
+def running_as(factory: sessionmaker[Session], run_id: int | None) -> Iterator[int | None]:
+    """Train under run ``run_id``: start it if queued, and end it as the training ends.
+
+    Yields the dataset version the run is pinned to (None without a run or
+    pin). A :class:`TrainingCancelled` marks the run cancelled; any other
+    error marks it failed with the error; success is recorded by
+    :func:`record_candidate` inside the training itself.
+    """
+    pinned: int | None = None
+    if run_id is not None:
+        with factory() as session, session.begin():
+            run = training_runs.get_run(session, run_id)
+            if run.status == RunStatus.QUEUED.value:
+                training_runs.start(session, run_id, _now())
+            elif run.status != RunStatus.RUNNING.value:
+                raise CurationError(f"training run {run_id} is {run.status}: nothing to train")
+            pinned = run.dataset_version_id
+    try:
+        yield pinned
+    except TrainingCancelled:
+        if run_id is not None:
+            with factory() as session, session.begin():
+                if training_runs.get_run(session, run_id).status == RunStatus.RUNNING.value:
+                    training_runs.mark_cancelled(session, run_id, _now())
+        raise
+    except BaseException as error:
+        if run_id is not None:
+            with factory() as session, session.begin():
+                training_runs.fail(session, run_id, f"{type(error).__name__}: {error}", _now())
+        raise
+
+
 def record_candidate(session: Session, model: ModelVersion, run_id: int | None) -> int:
     """Write a trained candidate and end its run as succeeded; returns the model's id.
 
@@ -253,30 +287,10 @@ def train_on_version(
             " use datasets.finetune.fine_tune_on_version (`curation train --fine-tune-blocks N`)"
         )
     started = time.perf_counter()
-    pinned: int | None = None
-    if run_id is not None:
-        with factory() as session, session.begin():
-            run = training_runs.get_run(session, run_id)
-            if run.status == RunStatus.QUEUED.value:
-                training_runs.start(session, run_id, _now())
-            elif run.status != RunStatus.RUNNING.value:
-                raise CurationError(f"training run {run_id} is {run.status}: nothing to train")
-            pinned = run.dataset_version_id
-    try:
+    with running_as(factory, run_id) as pinned:
         outcome = _train(
             factory, paths, pinned or version_ref, space_key, run_id, seed, options, on_progress
         )
-    except TrainingCancelled:
-        if run_id is not None:
-            with factory() as session, session.begin():
-                if training_runs.get_run(session, run_id).status == RunStatus.RUNNING.value:
-                    training_runs.mark_cancelled(session, run_id, _now())
-        raise
-    except BaseException as error:
-        if run_id is not None:
-            with factory() as session, session.begin():
-                training_runs.fail(session, run_id, f"{type(error).__name__}: {error}", _now())
-        raise
     outcome.seconds = round(time.perf_counter() - started, 3)
     return outcome
 

@@ -32,41 +32,26 @@ def worker_env(
 
 
 @contextmanager
-def running_worker(
-    env: dict[str, str], log_path: Path, *, queues: str = "default", name: str = "test"
+def _running_celery(
+    args: list[str], env: dict[str, str], log_path: Path, *, ready: bytes, what: str
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``celery`` subcommand, yielded once its log shows ``ready``; stopped afterwards."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "--loglevel=INFO",
-                "-Q",
-                queues,
-                "--concurrency",
-                "1",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{name}-{os.getpid()}@%h",
-            ],
+            [sys.executable, "-m", "celery", "-A", "workers.app", *args, "--loglevel=INFO"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + READY_TIMEOUT
-            while b" ready." not in log_path.read_bytes():
+            while ready not in log_path.read_bytes():
                 if process.poll() is not None:
                     raise RuntimeError(
-                        f"worker exited early:\n{log_path.read_text(errors='replace')}"
+                        f"{what} exited early:\n{log_path.read_text(errors='replace')}"
                     )
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"worker not ready:\n{log_path.read_text(errors='replace')}")
+                    raise RuntimeError(f"{what} not ready:\n{log_path.read_text(errors='replace')}")
                 time.sleep(0.2)
             yield process
         finally:
@@ -76,6 +61,16 @@ def running_worker(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def running_worker(
+    env: dict[str, str], log_path: Path, *, queues: str = "default", name: str = "test"
+) -> Iterator[subprocess.Popen[bytes]]:
+    args = ["worker", "-Q", queues, "--concurrency", "1", "--without-gossip", "--without-mingle"]
+    args += ["-n", f"{name}-{os.getpid()}@%h"]
+    with _running_celery(args, env, log_path, ready=b" ready.", what="worker") as process:
+        yield process
 
 
 def client_app(
@@ -91,41 +86,8 @@ def client_app(
 def running_beat(env: dict[str, str], folder: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery beat`` with its own schedule file and pid file under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / "beat.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "beat",
-                "--loglevel=INFO",
-                "--schedule",
-                str(folder / "schedule"),
-                "--pidfile",
-                str(folder / "beat.pid"),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while b"beat: Starting" not in log_path.read_bytes():
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"beat exited early:\n{log_path.read_text(errors='replace')}"
-                    )
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"beat not ready:\n{log_path.read_text(errors='replace')}")
-                time.sleep(0.2)
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    args = ["beat", "--schedule", str(folder / "schedule"), "--pidfile", str(folder / "beat.pid")]
+    with _running_celery(
+        args, env, folder / "beat.log", ready=b"beat: Starting", what="beat"
+    ) as process:
+        yield process
