@@ -30,15 +30,22 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from curation.learning.priority import ScoredItems, Strategy, priorities
+from curation.learning.ordering import ORDER_BATCH, TYPICAL_LABELS_PER_CLASS, head_order
+from curation.learning.priority import (
+    NOVELTY_MIN_LABELS_PER_CLASS,
+    ScoredItems,
+    Strategy,
+    priorities,
+)
 from curation.learning.scores import (
     class_centroids,
+    density,
+    density_reference,
     entropy,
     margin,
-    normalize_rows,
     novelty,
 )
-from curation.learning.selection import diverse_top, k_center_greedy
+from curation.learning.selection import diverse_top, typical_picks
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -204,7 +211,7 @@ def pick_novelty(view: RoundView, batch: int) -> IntArray:
 
 
 def pick_balanced(view: RoundView, batch: int) -> IntArray:
-    """The live queue's ``balanced`` ranking (no reports, no random control) + ``diverse_top``."""
+    """``balanced`` without density (no reports, no random control), then ``diverse_top``."""
     n_rows = view.labelled.shape[0]
     items = ScoredItems(
         image_ids=np.arange(n_rows, dtype=np.int64),
@@ -223,6 +230,13 @@ def pick_balanced(view: RoundView, batch: int) -> IntArray:
 
 def pick_margin_diverse(view: RoundView, batch: int) -> IntArray:
     return _diverse(1.0 - margin(view.probabilities), view, batch)
+
+
+def pick_typiclust_margin(view: RoundView, batch: int) -> IntArray:
+    """TypiClust while labels are few, then margin with ``diverse_top`` (no density)."""
+    if view.labelled.sum() < TYPICAL_LABELS_PER_CLASS * view.n_classes:
+        return typical_picks(view.embeddings, labelled=view.labelled, k=batch, seed=view.seed)
+    return pick_margin_diverse(view, batch)
 
 
 def start_random(
@@ -252,93 +266,6 @@ def start_typical(
     return np.sort(typical_diverse(embeddings, k=per_class * n_classes, seed=seed))
 
 
-# The default labels typical images (TypiClust) until it holds this many
-# labels per class, then switches to margin with diverse_top. On porto5 one
-# typical round after the start (6 per class) beat 10 per class and beat
-# margin from the start (see the README's evaluation section).
-TYPICAL_LABELS_PER_CLASS: Final = 6
-TYPICALITY_NEIGHBOURS: Final = 20
-
-
-def typical_picks(
-    embeddings: NDArray[np.floating[Any]],
-    *,
-    labelled: BoolArray,
-    k: int,
-    seed: int,
-    n_neighbours: int = TYPICALITY_NEIGHBOURS,
-) -> IntArray:
-    """TypiClust (Hacohen et al., 2022): the most typical row of each uncovered cluster.
-
-    The pool's L2-normalised embeddings are clustered by k-means into
-    ``labelled.sum() + k`` clusters; clusters holding no labelled row are
-    visited largest first, and each gives its unlabelled row of highest
-    typicality, the inverse mean cosine distance to its ``n_neighbours``
-    nearest rows in the cluster. Dense, common views come first, and not two
-    from one cluster.
-
-    Parameters
-    ----------
-    embeddings : (N, D) float.
-    labelled : (N,) bool, rows already labelled (never returned).
-    k : rows to pick, 0 <= k <= number of unlabelled rows.
-    seed : k-means seed.
-
-    Returns
-    -------
-    (k,) int64 distinct unlabelled rows; when fewer clusters are uncovered
-    than ``k``, the rest are the unlabelled rows farthest from every pick and
-    every labelled row (k-center greedy).
-    """
-    from sklearn.cluster import KMeans
-
-    points = normalize_rows(embeddings)
-    mask = np.asarray(labelled, dtype=np.bool_)
-    unlabelled = np.flatnonzero(~mask)
-    if not 0 <= k <= unlabelled.size:
-        raise ValueError(f"k must lie in 0..{unlabelled.size}, got {k}")
-    if k == 0:
-        return np.zeros(0, dtype=np.int64)
-    n_clusters = min(int(mask.sum()) + k, points.shape[0])
-    with threadpool_limits(1):
-        cluster = np.asarray(
-            KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit_predict(points),
-            dtype=np.int64,
-        )
-    covered = np.zeros(n_clusters, dtype=np.bool_)
-    covered[cluster[mask]] = True
-    sizes = np.bincount(cluster, minlength=n_clusters)
-    picks: list[int] = []
-    for c in np.lexsort((np.arange(n_clusters), -sizes)):
-        if covered[c]:
-            continue
-        members = np.flatnonzero((cluster == c) & ~mask)
-        if members.size == 0:
-            continue
-        picks.append(int(members[np.argmax(_typicality(points[members], n_neighbours))]))
-        if len(picks) == k:
-            break
-    if len(picks) < k:
-        taken = np.concatenate([np.flatnonzero(mask), np.asarray(picks, dtype=np.int64)])
-        picks.extend(
-            int(row)
-            for row in k_center_greedy(points, k=k - len(picks), already_selected=taken, seed=seed)
-        )
-    return np.asarray(picks, dtype=np.int64)
-
-
-def _typicality(points: NDArray[np.float32], n_neighbours: int) -> FloatArray:
-    """(M,) inverse mean cosine distance of each row to its nearest others."""
-    neighbours = min(n_neighbours, points.shape[0] - 1)
-    if neighbours <= 0:
-        return np.ones(points.shape[0])
-    distance = 1.0 - (points @ points.T).astype(np.float64)
-    np.fill_diagonal(distance, np.inf)
-    nearest = np.partition(distance, neighbours - 1, axis=1)[:, :neighbours]
-    typicality: FloatArray = 1.0 / (np.maximum(nearest.mean(axis=1), 0.0) + 1e-6)
-    return typicality
-
-
 def start_typiclust(
     embeddings: NDArray[np.float32], labels: IntArray, per_class: int, seed: int
 ) -> IntArray:
@@ -349,10 +276,48 @@ def start_typiclust(
 
 
 def pick_default(view: RoundView, batch: int) -> IntArray:
-    """Typical images while labels are few, then margin spread out by ``diverse_top``."""
-    if view.labelled.sum() < TYPICAL_LABELS_PER_CLASS * view.n_classes:
-        return typical_picks(view.embeddings, labelled=view.labelled, k=batch, seed=view.seed)
-    return pick_margin_diverse(view, batch)
+    """The live queue's default, through the live code: what the next ``batch`` claims get.
+
+    The ``balanced`` ranking with density-weighted uncertainty (no reports, so
+    no disagreement; no label errors among unlabelled images; no random
+    control share, which is a measuring device), then the head order a full
+    rescoring writes (:func:`curation.learning.ordering.head_order`): typical
+    images of uncovered clusters while the labels lack 6 per class, then
+    batches spread out by ``diverse_top``. The model knows the classes that
+    have a label, as a trained head does.
+    """
+    n_rows = view.labelled.shape[0]
+    items = ScoredItems(
+        image_ids=np.arange(n_rows, dtype=np.int64),
+        top_classes=np.zeros((n_rows, 1), dtype=np.int64),
+        top_probabilities=np.zeros((n_rows, 1), dtype=np.float32),
+        margin=margin(view.probabilities),
+        novelty=_novelty(view),
+        disagreement=np.full(n_rows, np.nan),
+        label_issue=np.full(n_rows, np.nan),
+        claimed=np.full(n_rows, -1, dtype=np.int64),
+        labelled=np.full(n_rows, -1, dtype=np.int64),
+        density=density(
+            view.embeddings, reference=density_reference(view.embeddings), population=n_rows
+        ),
+    )
+    known_classes = int(np.unique(view.labels[view.labelled]).size)
+    priority, _ = priorities(
+        items,
+        strategy=Strategy.BALANCED,
+        random_share=0.0,
+        novelty_counts=bool(view.labelled.sum() >= NOVELTY_MIN_LABELS_PER_CLASS * known_classes),
+    )
+    return head_order(
+        priority,
+        view.embeddings,
+        candidates=~view.labelled,
+        labelled=view.labelled,
+        n_classes=known_classes,
+        length=batch,
+        batch=ORDER_BATCH,
+        seed=view.seed,
+    )
 
 
 @dataclass(frozen=True)
@@ -375,16 +340,25 @@ STRATEGIES: dict[str, StrategySpec] = {
         StrategySpec("entropy", start_random, pick_entropy, "top-B by normalised entropy"),
         StrategySpec("novelty", start_random, pick_novelty, "top-B by novelty"),
         StrategySpec(
-            "balanced",
+            "max_signal",
             start_typical,
             pick_balanced,
-            "the queue's former default: typical cold start, max of the signals, diverse_top",
+            "the queue before density weighting and head ordering: typical cold start,"
+            " max of the signals, diverse_top",
         ),
         StrategySpec(
             DEFAULT_STRATEGY,
             start_typiclust,
             pick_default,
-            "typical first (TypiClust) up to 6 labels per class, then margin with diverse_top",
+            "the live queue's default: typical cold start, typical images of uncovered clusters"
+            " up to 6 labels per class, then uncertainty x density^6 (or novelty)"
+            " in diverse batches",
+        ),
+        StrategySpec(
+            "typiclust_margin",
+            start_typiclust,
+            pick_typiclust_margin,
+            "TypiClust up to 6 labels per class, then plain margin with diverse_top",
         ),
         StrategySpec(
             "margin_diverse",

@@ -8,6 +8,7 @@ redelivered task finds its embeddings mapped and its scores present.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,7 +27,13 @@ from curation.geometry import Box
 from curation.labels import current_labels, is_current
 from curation.learning import bulk_write, embedding_store
 from curation.learning.head import Head, novelty_from_distance, train_head
-from curation.learning.priority import ScoredItems, Strategy, priorities
+from curation.learning.ordering import claim_keys, head_order
+from curation.learning.priority import (
+    NOVELTY_MIN_LABELS_PER_CLASS,
+    ScoredItems,
+    Strategy,
+    priorities,
+)
 from curation.models import (
     EmbeddingSpace,
     Image,
@@ -369,7 +376,17 @@ def score_images(
         return 0
     clock.lap("read")
     items, entropies = _score_arrays(model, ids, vectors, labels, claims)
-    priority, chosen = priorities(items, strategy=strategy, random_share=random_share, seed=seed)
+    items = dataclasses.replace(
+        items, density=_density(paths, model, vectors, full=image_ids is None)
+    )
+    training_images = len(model.head.own_class_distances)
+    priority, chosen = priorities(
+        items,
+        strategy=strategy,
+        random_share=random_share,
+        seed=seed,
+        novelty_counts=training_images >= NOVELTY_MIN_LABELS_PER_CLASS * model.head.n_classes,
+    )
     if reporter_weights:
         # A report from a reporter whose reports reviewers mostly rejected waits longer.
         priority = priority * np.asarray([reporter_weights.get(int(i), 1.0) for i in ids])
@@ -377,6 +394,19 @@ def score_images(
     flagged = _lookup(ids, model.label_issue_ids, model.label_issue_flags, False)
     has_label = _lookup(ids, labels[0], np.ones(len(labels[0]), dtype=bool), False)
     needs_human = (items.labelled < 0) | flagged | ~has_label
+    if image_ids is None and strategy is not Strategy.RANDOM:
+        # A full rescoring sees the whole pool: it decides the order of the
+        # head (curation.learning.ordering); a partial one only slots new items in.
+        head = head_order(
+            priority,
+            vectors,
+            candidates=needs_human,
+            labelled=items.labelled >= 0,
+            n_classes=model.head.n_classes,
+            seed=seed,
+        )
+        priority = claim_keys(priority, candidates=needs_human, order=head)
+        clock.lap("order")
     scores = bulk_write.ScoreRows(
         model_version_id=model.version_id,
         image_ids=ids,
@@ -407,6 +437,25 @@ def score_images(
             bulk_write.mark_ranked(session, model.version_id, now)
     clock.lap("commit")
     return len(ids)
+
+
+def _density(
+    paths: LearningPaths, model: LoadedModel, vectors: NDArray[np.float16], *, full: bool
+) -> NDArray[np.float64]:
+    """How typical each scored image is, against a sample of the model's embedding space.
+
+    A full rescoring samples the vectors it holds; a partial one samples the
+    space's file (every embedded image, in arrival order), so both read about
+    the same population.
+    """
+    from curation.learning.scores import density, density_reference
+
+    population = (
+        vectors if full else embedding_store.space_file(paths.embeddings, model.space).matrix()
+    )
+    if len(population) == 0:
+        return np.ones(len(vectors))
+    return density(vectors, reference=density_reference(population), population=len(population))
 
 
 class _PhaseClock:

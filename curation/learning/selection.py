@@ -204,6 +204,90 @@ def typical_diverse(embeddings: ArrayLike, *, k: int, seed: int = 0) -> IntArray
     return representatives[np.lexsort((representatives, -sizes))]
 
 
+# TypiClust's neighbourhood for typicality (Hacohen et al. use 20).
+TYPICALITY_NEIGHBOURS = 20
+
+
+def typical_picks(
+    embeddings: ArrayLike,
+    *,
+    labelled: ArrayLike,
+    k: int,
+    seed: int,
+    n_neighbours: int = TYPICALITY_NEIGHBOURS,
+) -> IntArray:
+    """TypiClust (Hacohen et al., 2022): the most typical row of each uncovered cluster.
+
+    The pool's L2-normalised embeddings are clustered by k-means into
+    ``labelled.sum() + k`` clusters; clusters holding no labelled row are
+    visited largest first, and each gives its unlabelled row of highest
+    typicality, the inverse mean cosine distance to its ``n_neighbours``
+    nearest rows in the cluster. Dense, common views come first, and not two
+    from one cluster.
+
+    Parameters
+    ----------
+    embeddings : (N, D) float.
+    labelled : (N,) bool, rows already labelled (never returned).
+    k : rows to pick, 0 <= k <= number of unlabelled rows.
+    seed : k-means seed.
+
+    Returns
+    -------
+    (k,) int64 distinct unlabelled rows; when fewer clusters are uncovered
+    than ``k``, the rest are the unlabelled rows farthest from every pick and
+    every labelled row (k-center greedy).
+    """
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    points = normalize_rows(embeddings)
+    mask = np.asarray(labelled, dtype=np.bool_)
+    unlabelled = np.flatnonzero(~mask)
+    if not 0 <= k <= unlabelled.size:
+        raise ValueError(f"k must lie in 0..{unlabelled.size}, got {k}")
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    n_clusters = min(int(mask.sum()) + k, points.shape[0])
+    with threadpool_limits(1):
+        cluster = np.asarray(
+            KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit_predict(points),
+            dtype=np.int64,
+        )
+    covered = np.zeros(n_clusters, dtype=np.bool_)
+    covered[cluster[mask]] = True
+    sizes = np.bincount(cluster, minlength=n_clusters)
+    picks: list[int] = []
+    for c in np.lexsort((np.arange(n_clusters), -sizes)):
+        if covered[c]:
+            continue
+        members = np.flatnonzero((cluster == c) & ~mask)
+        if members.size == 0:
+            continue
+        picks.append(int(members[np.argmax(_typicality(points[members], n_neighbours))]))
+        if len(picks) == k:
+            break
+    if len(picks) < k:
+        taken = np.concatenate([np.flatnonzero(mask), np.asarray(picks, dtype=np.int64)])
+        picks.extend(
+            int(row)
+            for row in k_center_greedy(points, k=k - len(picks), already_selected=taken, seed=seed)
+        )
+    return np.asarray(picks, dtype=np.int64)
+
+
+def _typicality(points: EmbeddingArray, n_neighbours: int) -> FloatArray:
+    """(M,) inverse mean cosine distance of each row to its nearest others."""
+    neighbours = min(n_neighbours, points.shape[0] - 1)
+    if neighbours <= 0:
+        return np.ones(points.shape[0])
+    distance = 1.0 - (points @ points.T).astype(np.float64)
+    np.fill_diagonal(distance, np.inf)
+    nearest = np.partition(distance, neighbours - 1, axis=1)[:, :neighbours]
+    typicality: FloatArray = 1.0 / (np.maximum(nearest.mean(axis=1), 0.0) + 1e-6)
+    return typicality
+
+
 def random_control(n: int, *, share: float, seed: int) -> BoolArray:
     """A uniformly random control group, to measure what the smart selection adds.
 

@@ -83,3 +83,22 @@ def test_top_k_matches_a_full_sort_best_first() -> None:
     np.testing.assert_array_equal(values, np.take_along_axis(probs, expected, axis=1))
     tied = np.asarray([[0.25, 0.25, 0.5]], dtype=np.float32)
     assert _top_k(tied, 3)[0].tolist() == [[2, 0, 1]]  # ties: the lower index first
+
+
+def test_balanced_weights_uncertainty_by_density_and_can_leave_novelty_out() -> None:
+    import dataclasses
+
+    from curation.learning.scores import DENSITY_POWER
+
+    items = dataclasses.replace(_items(), density=np.array([0.5, 1.0, 1.0, 1.0]))
+    p, chosen = priorities(items, strategy=Strategy.BALANCED, random_share=0)
+    # Item 1 is the most uncertain but a lone outlier: its uncertainty shrinks.
+    assert p[0] == np.float64(0.97 * 0.5**DENSITY_POWER)
+    assert chosen[0] == "uncertainty"
+    assert chosen[2] == "novelty"
+    p, chosen = priorities(items, strategy=Strategy.BALANCED, random_share=0, novelty_counts=False)
+    np.testing.assert_allclose(p[2], 0.8)  # its uncertainty, novelty left out
+    assert chosen[2] == "uncertainty"
+    # Plain uncertainty ignores density.
+    p, _ = priorities(items, strategy=Strategy.UNCERTAINTY, random_share=0)
+    np.testing.assert_allclose(p, [0.97, 0.12, 0.8, 0.15])
