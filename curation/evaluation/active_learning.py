@@ -350,7 +350,7 @@ STRATEGIES: dict[str, StrategySpec] = {
             DEFAULT_STRATEGY,
             start_typiclust,
             pick_default,
-            "the live queue's default: typical cold start, typical images of uncovered clusters"
+            "the live queue's default: TypiClust cold start, typical images of uncovered clusters"
             " up to 6 labels per class, then uncertainty x density^6 (or novelty)"
             " in diverse batches",
         ),

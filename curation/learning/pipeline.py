@@ -55,6 +55,7 @@ def process_batch(
         )
     else:
         queue_for_cold_start(runtime, good)
+        order_cold_start(runtime, paths, backbone.space_key)
     with runtime.factory() as session, session.begin():
         outbox.mark_done(session, good)
         outcome.dead = outbox.mark_failed(session, outcome.failed) if outcome.failed else []
@@ -77,3 +78,88 @@ def queue_for_cold_start(runtime: Runtime, image_ids: Sequence[int]) -> None:
             ),
         )
         bulk_write.open_items(session, ids, now)
+
+
+# The first labels: this many typical images per active class (TypiClust, the
+# same picks ``curation bench al`` starts its default from).
+COLD_START_LABELS_PER_CLASS = 2
+# Cold-start items are written at 0.5; the typical picks sit just above, in order.
+_COLD_START_PRIORITY = 0.5
+_COLD_START_SAMPLE = 20_000
+
+
+def order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) -> int:
+    """Put typical images of distinct clusters first in the cold-start line; returns how many.
+
+    With no model, claims would otherwise follow arrival order: the first
+    hundred crawled photos of one landmark. The pending cold-start items (a
+    sample of at most 20,000) are clustered with TypiClust and the most
+    typical image of each of ``2 x active classes`` clusters, largest cluster
+    first, gets a priority just above the rest. Recomputed after every batch,
+    so a later crawl of another landmark gets its share; idempotent.
+    """
+    from sqlalchemy import func, select, update
+
+    from curation.learning import embedding_store
+    from curation.learning.selection import typical_picks
+    from curation.models import (
+        ClassStatus,
+        EmbeddingSpace,
+        LandmarkClass,
+        QueueItem,
+        QueueOrder,
+        QueueStatus,
+    )
+
+    with runtime.factory() as session:
+        space = session.scalars(
+            select(EmbeddingSpace).where(EmbeddingSpace.key == space_key)
+        ).first()
+        if space is None:
+            return 0
+        active = session.scalar(
+            select(func.count())
+            .select_from(LandmarkClass)
+            .where(LandmarkClass.status == ClassStatus.ACTIVE.value)
+        )
+        pending = [
+            int(i)
+            for i in session.scalars(
+                select(QueueOrder.image_id)
+                .join(QueueItem, QueueItem.image_id == QueueOrder.image_id)
+                .where(
+                    QueueOrder.ranking == COLD_START_RANKING,
+                    QueueItem.status == QueueStatus.PENDING.value,
+                )
+                .order_by(QueueOrder.image_id)
+            )
+        ]
+        if len(pending) > _COLD_START_SAMPLE:
+            spaced = np.linspace(0, len(pending) - 1, _COLD_START_SAMPLE).astype(np.int64)
+            pending = [pending[k] for k in spaced]
+        ids, vectors = embedding_store.load(session, paths.embeddings, space, image_ids=pending)
+    wanted = min(COLD_START_LABELS_PER_CLASS * max(1, int(active or 0)), len(ids))
+    picks = (
+        typical_picks(vectors, labelled=np.zeros(len(ids), dtype=np.bool_), k=wanted, seed=0)
+        if wanted
+        else np.zeros(0, dtype=np.int64)
+    )
+    chosen = [int(ids[k]) for k in picks]
+    with runtime.factory() as session, session.begin():
+        session.execute(
+            update(QueueOrder)
+            .where(
+                QueueOrder.ranking == COLD_START_RANKING,
+                QueueOrder.priority != _COLD_START_PRIORITY,
+            )
+            .values(priority=_COLD_START_PRIORITY)
+        )
+        for position, image_id in enumerate(chosen):
+            session.execute(
+                update(QueueOrder)
+                .where(QueueOrder.ranking == COLD_START_RANKING, QueueOrder.image_id == image_id)
+                .values(
+                    priority=_COLD_START_PRIORITY + 0.1 * (len(chosen) - position) / len(chosen)
+                )
+            )
+    return len(chosen)
