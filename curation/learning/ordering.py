@@ -34,7 +34,7 @@ ORDERED_BATCHES = 50
 POOL_FACTOR = 5
 # TypiClust clusters the labelled images with a sample of the candidates:
 # k-means over a million crawled images is minutes, over this many seconds.
-TYPICAL_SAMPLE_ROWS = 20_000
+TYPICAL_SAMPLE_ROWS = 5_000
 
 
 def typical_phase_picks(
