@@ -129,7 +129,9 @@ def head_order(
         # diverse_top reads the pool in priority order.
         pool = pool[np.lexsort((pool, -weights[pool]))]
         size = min(batch, length - len(order), pool.size)
-        chosen = diverse_top(np.clip(weights[pool], 0.0, None), vectors[pool], k=size)
+        chosen = diverse_top(
+            np.clip(weights[pool], 0.0, None), vectors[pool], k=size, pool_factor=POOL_FACTOR
+        )
         order.extend(int(row) for row in pool[chosen])
         keep = np.ones(pool.size, dtype=np.bool_)
         keep[chosen] = False
