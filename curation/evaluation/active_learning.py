@@ -210,10 +210,10 @@ def pick_novelty(view: RoundView, batch: int) -> IntArray:
     return _top(_novelty(view), view, batch)
 
 
-def pick_balanced(view: RoundView, batch: int) -> IntArray:
-    """``balanced`` without density (no reports, no random control), then ``diverse_top``."""
+def _scored_pool(view: RoundView, *, with_density: bool) -> ScoredItems:
+    """The pool as the live scoring sees it: no reports, no labels among unlabelled images."""
     n_rows = view.labelled.shape[0]
-    items = ScoredItems(
+    return ScoredItems(
         image_ids=np.arange(n_rows, dtype=np.int64),
         top_classes=np.zeros((n_rows, 1), dtype=np.int64),
         top_probabilities=np.zeros((n_rows, 1), dtype=np.float32),
@@ -223,7 +223,17 @@ def pick_balanced(view: RoundView, batch: int) -> IntArray:
         label_issue=np.full(n_rows, np.nan),
         claimed=np.full(n_rows, -1, dtype=np.int64),
         labelled=np.full(n_rows, -1, dtype=np.int64),
+        density=density(
+            view.embeddings, reference=density_reference(view.embeddings), population=n_rows
+        )
+        if with_density
+        else None,
     )
+
+
+def pick_balanced(view: RoundView, batch: int) -> IntArray:
+    """``balanced`` without density (no reports, no random control), then ``diverse_top``."""
+    items = _scored_pool(view, with_density=False)
     priority, _ = priorities(items, strategy=Strategy.BALANCED, random_share=0.0)
     return _diverse(priority, view, batch)
 
@@ -286,21 +296,7 @@ def pick_default(view: RoundView, batch: int) -> IntArray:
     batches spread out by ``diverse_top``. The model knows the classes that
     have a label, as a trained head does.
     """
-    n_rows = view.labelled.shape[0]
-    items = ScoredItems(
-        image_ids=np.arange(n_rows, dtype=np.int64),
-        top_classes=np.zeros((n_rows, 1), dtype=np.int64),
-        top_probabilities=np.zeros((n_rows, 1), dtype=np.float32),
-        margin=margin(view.probabilities),
-        novelty=_novelty(view),
-        disagreement=np.full(n_rows, np.nan),
-        label_issue=np.full(n_rows, np.nan),
-        claimed=np.full(n_rows, -1, dtype=np.int64),
-        labelled=np.full(n_rows, -1, dtype=np.int64),
-        density=density(
-            view.embeddings, reference=density_reference(view.embeddings), population=n_rows
-        ),
-    )
+    items = _scored_pool(view, with_density=True)
     known_classes = int(np.unique(view.labels[view.labelled]).size)
     priority, _ = priorities(
         items,
