@@ -44,6 +44,7 @@ def typical_phase_picks(
     labelled: ArrayLike,
     n_classes: int,
     seed: int = 0,
+    limit: int = ORDER_BATCH * ORDERED_BATCHES,
 ) -> IntArray:
     """Typical candidates of uncovered clusters, as many as the labels lack of 6 per class.
 
@@ -57,18 +58,19 @@ def typical_phase_picks(
     Returns
     -------
     (K,) int64 candidate rows, K = min(6 * n_classes - labelled, unlabelled
-    candidates), possibly 0.
+    candidates (at most ``TYPICAL_SAMPLE_ROWS`` of them are read), ``limit``),
+    possibly 0.
     """
     in_line = np.asarray(candidates, dtype=np.bool_)
     known = np.asarray(labelled, dtype=np.bool_)
     open_rows = np.flatnonzero(in_line & ~known)
-    wanted = min(TYPICAL_LABELS_PER_CLASS * n_classes - int(known.sum()), open_rows.size)
-    if wanted <= 0:
-        return np.zeros(0, dtype=np.int64)
     if open_rows.size > TYPICAL_SAMPLE_ROWS:
         open_rows = open_rows[
             np.linspace(0, open_rows.size - 1, TYPICAL_SAMPLE_ROWS).astype(np.int64)
         ]
+    wanted = min(TYPICAL_LABELS_PER_CLASS * n_classes - int(known.sum()), open_rows.size, limit)
+    if wanted <= 0:
+        return np.zeros(0, dtype=np.int64)
     rows = np.concatenate([np.flatnonzero(known), open_rows])
     picks = typical_picks(
         np.asarray(embeddings)[rows],
@@ -107,12 +109,17 @@ def head_order(
     weights = np.asarray(priority, dtype=np.float64)
     vectors = np.asarray(embeddings)
     in_line = np.asarray(candidates, dtype=np.bool_)
-    if weights.ndim != 1 or vectors.shape[0] != weights.shape[0] != in_line.shape[0]:
+    if weights.ndim != 1 or len({weights.shape[0], vectors.shape[0], in_line.shape[0]}) != 1:
         raise ValueError("priority, embeddings and candidates must have one row per image")
     order = list(
         typical_phase_picks(
-            vectors, candidates=in_line, labelled=labelled, n_classes=n_classes, seed=seed
-        )[:length]
+            vectors,
+            candidates=in_line,
+            labelled=labelled,
+            n_classes=n_classes,
+            seed=seed,
+            limit=length,
+        )
     )
     taken = np.zeros(weights.shape[0], dtype=np.bool_)
     taken[order] = True

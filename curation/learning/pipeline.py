@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +22,11 @@ from curation.learning.scoring import (
 from curation.models import COLD_START_RANKING, COLD_START_STRATEGY
 from curation.runtime import Runtime
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from curation.learning.backbones import LoadedBackbone
 
 
@@ -55,7 +60,8 @@ def process_batch(
         )
     else:
         queue_for_cold_start(runtime, good)
-        order_cold_start(runtime, paths, backbone.space_key)
+        if good:
+            order_cold_start(runtime, paths, backbone.space_key)
     with runtime.factory() as session, session.begin():
         outbox.mark_done(session, good)
         outcome.dead = outbox.mark_failed(session, outcome.failed) if outcome.failed else []
@@ -85,21 +91,37 @@ def queue_for_cold_start(runtime: Runtime, image_ids: Sequence[int]) -> None:
 COLD_START_LABELS_PER_CLASS = 2
 # Cold-start items are written at 0.5; the typical picks sit just above, in order.
 _COLD_START_PRIORITY = 0.5
-_COLD_START_SAMPLE = 20_000
+# Pending and already handed-out cold-start images read, each at most: the
+# ordering runs after every batch and must stay well under a second.
+_COLD_START_SAMPLE = 2_000
+# Serialises concurrent orderings on PostgreSQL (pg_advisory_xact_lock key).
+_COLD_START_LOCK = 0x0C01D
 
 
 def order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) -> int:
     """Put typical images of distinct clusters first in the cold-start line; returns how many.
 
     With no model, claims would otherwise follow arrival order: the first
-    hundred crawled photos of one landmark. The pending cold-start items (a
-    sample of at most 20,000) are clustered with TypiClust and the most
-    typical image of each of ``2 x active classes`` clusters, largest cluster
-    first, gets a priority just above the rest. Recomputed after every batch,
-    so a later crawl of another landmark gets its share; idempotent.
+    hundred crawled photos of one landmark. A sample of the pending
+    cold-start images is clustered with TypiClust, the images already handed
+    out counting as covered, and the most typical image of each of ``2 x
+    active classes`` uncovered clusters, largest first, gets a priority just
+    above the rest. Recomputed after every batch, so a later crawl of another
+    landmark gets its share. Best effort: the images are queued already, and
+    a failure here leaves the line in arrival order instead of failing the
+    batch.
     """
-    from sqlalchemy import func, select, update
+    try:
+        return _order_cold_start(runtime, paths, space_key)
+    except Exception:  # the batch's images are queued; only their order is lost
+        logger.exception("cold-start ordering failed; the line stays in arrival order")
+        return 0
 
+
+def _order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) -> int:
+    from sqlalchemy import and_, func, select, text, update
+
+    from curation.db import write_transaction
     from curation.learning import embedding_store
     from curation.learning.selection import typical_picks
     from curation.models import (
@@ -110,54 +132,71 @@ def order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) -> 
         QueueOrder,
         QueueStatus,
     )
+    from curation.queue import current_ranking
 
-    with runtime.factory() as session:
-        space = session.scalars(
-            select(EmbeddingSpace).where(EmbeddingSpace.key == space_key)
-        ).first()
-        if space is None:
-            return 0
-        active = session.scalar(
-            select(func.count())
-            .select_from(LandmarkClass)
-            .where(LandmarkClass.status == ClassStatus.ACTIVE.value)
-        )
-        pending = [
+    def cold_start_ids(session: Session, *, pending: bool) -> list[int]:
+        status = QueueItem.status == QueueStatus.PENDING.value
+        ids = [
             int(i)
             for i in session.scalars(
                 select(QueueOrder.image_id)
                 .join(QueueItem, QueueItem.image_id == QueueOrder.image_id)
                 .where(
                     QueueOrder.ranking == COLD_START_RANKING,
-                    QueueItem.status == QueueStatus.PENDING.value,
+                    QueueOrder.strategy == COLD_START_STRATEGY,
+                    status if pending else ~status,
                 )
                 .order_by(QueueOrder.image_id)
             )
         ]
-        if len(pending) > _COLD_START_SAMPLE:
-            spaced = np.linspace(0, len(pending) - 1, _COLD_START_SAMPLE).astype(np.int64)
-            pending = [pending[k] for k in spaced]
-        ids, vectors = embedding_store.load(session, paths.embeddings, space, image_ids=pending)
-    wanted = min(COLD_START_LABELS_PER_CLASS * max(1, int(active or 0)), len(ids))
-    picks = (
-        typical_picks(vectors, labelled=np.zeros(len(ids), dtype=np.bool_), k=wanted, seed=0)
-        if wanted
-        else np.zeros(0, dtype=np.int64)
-    )
-    chosen = [int(ids[k]) for k in picks]
-    with runtime.factory() as session, session.begin():
+        if len(ids) > _COLD_START_SAMPLE:
+            spaced = np.linspace(0, len(ids) - 1, _COLD_START_SAMPLE).astype(np.int64)
+            ids = [ids[k] for k in spaced]
+        return ids
+
+    with runtime.factory() as session:
+        space = session.scalars(
+            select(EmbeddingSpace).where(EmbeddingSpace.key == space_key)
+        ).first()
+        if space is None or current_ranking(session) != COLD_START_RANKING:
+            return 0
+        active = int(
+            session.scalar(
+                select(func.count())
+                .select_from(LandmarkClass)
+                .where(LandmarkClass.status == ClassStatus.ACTIVE.value)
+            )
+            or 0
+        )
+        open_ids, open_vectors = embedding_store.load(
+            session, paths.embeddings, space, image_ids=cold_start_ids(session, pending=True)
+        )
+        _, seen_vectors = embedding_store.load(
+            session, paths.embeddings, space, image_ids=cold_start_ids(session, pending=False)
+        )
+    wanted = min(COLD_START_LABELS_PER_CLASS * max(1, active), len(open_ids))
+    chosen: list[int] = []
+    if wanted:
+        vectors = np.concatenate([seen_vectors, open_vectors])
+        covered = np.arange(len(vectors)) < len(seen_vectors)
+        picks = typical_picks(vectors, labelled=covered, k=wanted, seed=0)
+        chosen = [int(open_ids[k - len(seen_vectors)]) for k in picks]
+    with write_transaction(runtime.factory) as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _COLD_START_LOCK})
+        in_line = and_(
+            QueueOrder.ranking == COLD_START_RANKING,
+            QueueOrder.strategy == COLD_START_STRATEGY,
+        )
         session.execute(
             update(QueueOrder)
-            .where(
-                QueueOrder.ranking == COLD_START_RANKING,
-                QueueOrder.priority != _COLD_START_PRIORITY,
-            )
+            .where(in_line, QueueOrder.priority != _COLD_START_PRIORITY)
             .values(priority=_COLD_START_PRIORITY)
         )
         for position, image_id in enumerate(chosen):
             session.execute(
                 update(QueueOrder)
-                .where(QueueOrder.ranking == COLD_START_RANKING, QueueOrder.image_id == image_id)
+                .where(in_line, QueueOrder.image_id == image_id)
                 .values(
                     priority=_COLD_START_PRIORITY + 0.1 * (len(chosen) - position) / len(chosen)
                 )

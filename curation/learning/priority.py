@@ -147,7 +147,14 @@ def priorities(
         chosen = np.full(n, strategy.value)
     if random_share > 0 and strategy is not Strategy.RANDOM:
         control = in_random_control(items.image_ids, share=random_share, seed=seed)
-        priority = np.where(control, np.random.default_rng(seed + 1).random(n), priority)
+        # A control item takes the priority of a random rank among the others,
+        # not a uniform number: scores that mostly sit low (uncertainty times
+        # density^6) would otherwise put the control share ahead of nearly
+        # everything, and the head of the queue would be random.
+        others = priority[~control]
+        draws = np.random.default_rng(seed + 1).random(n)
+        placed = np.quantile(others, draws) if others.size else draws
+        priority = np.where(control, placed, priority)
         chosen = np.where(control, Strategy.RANDOM.value, chosen)
     return np.clip(priority, 0.0, 1.0), chosen.astype(np.str_)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from curation.accounts import create_user
 from curation.learning import embedding_store
@@ -78,6 +78,50 @@ def test_claims_begin_with_one_typical_image_per_cluster(runtime: Runtime) -> No
             )
         )
         assert sum(p > 0.5 for p in priorities) == picked
+
+
+def test_reordering_leaves_class_split_items_and_handed_out_images_alone(runtime: Runtime) -> None:
+    from curation.learning import bulk_write
+    from curation.queue import CLASS_SPLIT_STRATEGY
+
+    ids, _ = _seed(runtime, [30, 20, 10, 5])
+    paths = LearningPaths.under(runtime.settings.data_dir)
+    # An image put back in line by a class split sorts first, whatever the cold start does.
+    with runtime.factory() as session, session.begin():
+        session.execute(
+            delete(QueueOrder).where(
+                QueueOrder.ranking == COLD_START_RANKING, QueueOrder.image_id == ids[-1]
+            )
+        )
+        bulk_write.write_ranking(
+            session,
+            bulk_write.RankingRows(
+                ranking=COLD_START_RANKING,
+                image_ids=np.asarray([ids[-1]]),
+                priority=np.asarray([1.0]),
+                strategy=np.asarray([CLASS_SPLIT_STRATEGY]),
+            ),
+        )
+    first = order_cold_start(runtime, paths, SPACE_KEY)
+    again = order_cold_start(runtime, paths, SPACE_KEY)
+    assert first == again == COLD_START_LABELS_PER_CLASS * 2
+    with runtime.factory() as session:
+        split = session.scalar(
+            select(QueueOrder.priority).where(
+                QueueOrder.ranking == COLD_START_RANKING, QueueOrder.image_id == ids[-1]
+            )
+        )
+        raised = list(
+            session.scalars(
+                select(QueueOrder.image_id).where(
+                    QueueOrder.ranking == COLD_START_RANKING, QueueOrder.priority > 0.5
+                )
+            )
+        )
+    assert split == 1.0
+    assert ids[-1] in raised and len(raised) == first + 1
+    # Deterministic: the same picks twice.
+    assert order_cold_start(runtime, paths, SPACE_KEY) == first
 
 
 def test_nothing_to_order_without_embeddings(runtime: Runtime) -> None:

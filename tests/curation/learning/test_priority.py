@@ -102,3 +102,25 @@ def test_balanced_weights_uncertainty_by_density_and_can_leave_novelty_out() -> 
     # Plain uncertainty ignores density.
     p, _ = priorities(items, strategy=Strategy.UNCERTAINTY, random_share=0)
     np.testing.assert_allclose(p, [0.97, 0.12, 0.8, 0.15])
+
+
+def test_random_control_keeps_its_share_at_the_head_of_a_low_scoring_queue() -> None:
+    rng = np.random.default_rng(5)
+    n = 20_000
+    items = ScoredItems(
+        image_ids=np.arange(1, n + 1),
+        top_classes=np.zeros((n, 2), dtype=np.int64),
+        top_probabilities=np.full((n, 2), 0.5, dtype=np.float32),
+        margin=1.0 - rng.uniform(0.0, 0.3, n),  # uncertainty at most 0.3
+        novelty=np.full(n, 0.5),
+        disagreement=np.full(n, np.nan),
+        label_issue=np.full(n, np.nan),
+        claimed=np.full(n, -1),
+        labelled=np.full(n, -1),
+    )
+    p, chosen = priorities(items, strategy=Strategy.BALANCED, random_share=0.05, seed=3)
+    top = np.argsort(-p, kind="stable")[:1000]
+    share = float(np.mean(chosen[top] == "random"))
+    # Uniform control priorities would fill all of the top 1000.
+    assert 0.02 <= share <= 0.09, share
+    assert p.max() <= 0.3 + 1e-12
