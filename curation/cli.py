@@ -316,16 +316,21 @@ def queue() -> None:
 
 @queue.command("top")
 @click.argument("n", type=click.IntRange(1, 10000), default=20)
-@click.option("--no-diversity", is_flag=True, help="Strict priority order.")
+@click.option(
+    "--rediversify",
+    is_flag=True,
+    help="Spread the batch again with diverse_top (the stored order, which claims follow,"
+    " is already spread at the head of the ranking).",
+)
 @_json_option
 @domain_errors
-def queue_top(n: int, no_diversity: bool, as_json: bool) -> None:
+def queue_top(n: int, rediversify: bool, as_json: bool) -> None:
     """The next N items with priority, reasons and sources."""
     from curation.queue import top_items
 
     runtime = build_runtime()
     with runtime.factory() as session:
-        entries = top_items(session, _learning_paths(runtime), n, diverse=not no_diversity)
+        entries = top_items(session, _learning_paths(runtime), n, diverse=rediversify)
 
     def human() -> None:
         for entry in entries:

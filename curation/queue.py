@@ -156,12 +156,14 @@ class _Ranked:
 
 
 def top_items(
-    session: Session, paths: LearningPaths, n: int, *, diverse: bool = True
+    session: Session, paths: LearningPaths, n: int, *, diverse: bool = False
 ) -> list[QueueEntry]:
-    """The next ``n`` pending items: by priority, then spread out in embedding space.
+    """The next ``n`` pending items, in the order claims take them.
 
-    With no model yet (cold start) the batch favours typical images of
-    distinct clusters over an arbitrary order.
+    That stored order already starts with typical images of distinct clusters
+    (cold start) or with diverse batches (a full rescoring's head order,
+    :mod:`curation.learning.ordering`). ``diverse`` spreads the batch again
+    in embedding space, for items a partial scoring slotted in since.
     """
     ranking = current_ranking(session)
     pool = [

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from curation.exceptions import CurationError, NotFound
@@ -43,6 +43,7 @@ from curation.models import (
     LandmarkClass,
     ModelStatus,
     ModelVersion,
+    QueueOrder,
 )
 from curation.neardup import group_ids_of
 from curation.store import LocalImageStore
@@ -397,11 +398,14 @@ def score_images(
     if image_ids is None and strategy is not Strategy.RANDOM:
         # A full rescoring sees the whole pool: it decides the order of the
         # head (curation.learning.ordering); a partial one only slots new items in.
+        # Images a reviewer already labelled (a "not a landmark" verdict, a
+        # class the model lacks) stay in the ranking but are not handed out
+        # again unless flagged; they count as covering their cluster.
         head = head_order(
             priority,
             vectors,
-            candidates=needs_human,
-            labelled=items.labelled >= 0,
+            candidates=needs_human & (flagged | ~has_label),
+            labelled=has_label,
             n_classes=model.head.n_classes,
             seed=seed,
         )
@@ -429,6 +433,11 @@ def score_images(
     with factory() as session, session.begin():
         bulk_write.write_scores(session, scores, now)
         clock.lap("write_scores")
+        if image_ids is None:
+            # Rows a partial scoring wrote into this ranking first would keep
+            # their raw priorities (writes insert new rows only) and break the
+            # head's order: a full rescoring writes the whole ranking anew.
+            session.execute(delete(QueueOrder).where(QueueOrder.ranking == model.version_id))
         bulk_write.write_ranking(session, ranking)
         clock.lap("write_ranking")
         bulk_write.open_items(session, ranking.image_ids, now)
