@@ -203,3 +203,35 @@ def _load_all_postgres(
     if len(pairs) == 0:
         return pairs[:, 0], np.zeros((0, space.dim), np.float16)
     return pairs[:, 0].copy(), np.asarray(space_file(root, space).matrix()[pairs[:, 1]])
+
+
+def sample(
+    session: Session, root: Path, space: EmbeddingSpace, *, crop: str = FULL
+) -> tuple[NDArray[np.float16], int]:
+    """(about 4,096 vectors evenly spread over the space's images, how many images it holds).
+
+    For reading one batch against the whole space without loading it: the
+    rows are chosen in SQL (``row % step``), so box crops and rows a
+    redelivered batch appended twice are never part of the sample.
+    """
+    from sqlalchemy import func
+
+    from curation.learning.scores import DENSITY_REFERENCE_ROWS
+
+    of_space = (ImageEmbedding.space_id == space.id, ImageEmbedding.crop_key == crop)
+    count = int(
+        session.scalar(select(func.count()).select_from(ImageEmbedding).where(*of_space)) or 0
+    )
+    if count == 0:
+        return np.zeros((0, space.dim), np.float16), 0
+    step = max(1, count // DENSITY_REFERENCE_ROWS)
+    rows = np.fromiter(
+        session.scalars(
+            select(ImageEmbedding.row)
+            .where(*of_space, ImageEmbedding.row % step == 0)
+            .order_by(ImageEmbedding.row)
+            .limit(2 * DENSITY_REFERENCE_ROWS)
+        ),
+        dtype=np.int64,
+    )
+    return np.asarray(space_file(root, space).matrix()[rows]), count

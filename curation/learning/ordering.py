@@ -151,7 +151,8 @@ def claim_keys(priority: ArrayLike, *, candidates: ArrayLike, order: ArrayLike) 
 
     The ordered rows take the head's own priority values, largest first, made
     strictly decreasing (ties would otherwise fall back to image id) and
-    positive; every other candidate is capped just below the last of them. Rows outside the
+    positive; every other candidate is capped just below the last of them,
+    those above it in their own priority order. Rows outside the
     candidates keep their priority.
 
     Returns
@@ -172,7 +173,16 @@ def claim_keys(priority: ArrayLike, *, candidates: ArrayLike, order: ArrayLike) 
     floor = float(np.nextafter(values[-1], -np.inf))
     rest = in_line.copy()
     rest[head] = False
-    keys[rest] = np.minimum(keys[rest], floor)
+    # Candidates the head passed over (leftovers of its pools) keep their
+    # order among themselves: a strictly decreasing chain from the floor down.
+    above = np.flatnonzero(rest & (keys >= floor))
+    above = above[np.lexsort((above, -keys[above]))]
+    chain = np.empty(above.size, dtype=np.float64)
+    step = floor
+    for k in range(above.size):
+        chain[k] = step
+        step = float(np.nextafter(step, -np.inf))
+    keys[above] = chain
     keys[head] = values
     clipped: FloatArray = np.clip(keys, 0.0, 1.0)
     return clipped

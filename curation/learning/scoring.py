@@ -370,6 +370,12 @@ def score_images(
         from curation.reporters import priority_weights
 
         reporter_weights = priority_weights(session, None if image_ids is None else ids)
+        # A full rescoring reads density against the vectors it holds.
+        population = (
+            None
+            if image_ids is None
+            else embedding_store.sample(session, paths.embeddings, model.space)
+        )
     if len(ids) == 0:
         if image_ids is None:
             with factory() as session, session.begin():
@@ -377,9 +383,7 @@ def score_images(
         return 0
     clock.lap("read")
     items, entropies = _score_arrays(model, ids, vectors, labels, claims)
-    items = dataclasses.replace(
-        items, density=_density(paths, model, vectors, full=image_ids is None)
-    )
+    items = dataclasses.replace(items, density=_density(vectors, population))
     training_images = len(model.head.own_class_distances)
     priority, chosen = priorities(
         items,
@@ -449,22 +453,21 @@ def score_images(
 
 
 def _density(
-    paths: LearningPaths, model: LoadedModel, vectors: NDArray[np.float16], *, full: bool
+    vectors: NDArray[np.float16], population: tuple[NDArray[np.float16], int] | None
 ) -> NDArray[np.float64]:
     """How typical each scored image is, against a sample of the model's embedding space.
 
-    A full rescoring samples the vectors it holds; a partial one samples the
-    space's file (every embedded image, in arrival order), so both read about
-    the same population.
+    ``population`` None: the vectors are the whole space (a full rescoring);
+    else (a sample of the space's images, how many it holds in all).
     """
     from curation.learning.scores import density, density_reference
 
-    population = (
-        vectors if full else embedding_store.space_file(paths.embeddings, model.space).matrix()
-    )
-    if len(population) == 0:
+    if population is None:
+        return density(vectors, reference=density_reference(vectors), population=len(vectors))
+    sample, size = population
+    if size == 0 or len(sample) == 0:
         return np.ones(len(vectors))
-    return density(vectors, reference=density_reference(population), population=len(population))
+    return density(vectors, reference=density_reference(sample), population=size)
 
 
 class _PhaseClock:

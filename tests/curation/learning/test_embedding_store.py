@@ -76,3 +76,21 @@ def test_concurrent_appends_from_processes_never_interleave(tmp_path: Path) -> N
 def test_crop_key_rounds_boxes() -> None:
     assert es.crop_key(None) == "full"
     assert es.crop_key((1.4, 2.6, 10.0, 20.49)) == "box:1,3,10,20"
+
+
+def test_sample_reads_full_images_only_and_counts_them(db_session: Session, tmp_path: Path) -> None:
+    ids = _images(db_session, 6)
+    space = es.get_or_create_space(db_session, key="m:none", backbone="m", weights_id="none", dim=4)
+    full = np.ones((6, 4), dtype=np.float32)
+    crops = np.full((3, 4), 7.0, dtype=np.float32)
+    # Interleaved: full rows and box crops share the file.
+    es.record(db_session, tmp_path, space, [(i, es.FULL) for i in ids[:3]], full[:3])
+    es.record(db_session, tmp_path, space, [(i, "box:1,1,9,9") for i in ids[:3]], crops)
+    es.record(db_session, tmp_path, space, [(i, es.FULL) for i in ids[3:]], full[3:])
+    vectors, count = es.sample(db_session, tmp_path, space)
+    assert count == 6
+    assert vectors.shape == (6, 4)
+    assert (vectors == 1.0).all()  # no crop row
+    empty = es.get_or_create_space(db_session, key="e:none", backbone="e", weights_id="none", dim=4)
+    vectors, count = es.sample(db_session, tmp_path, empty)
+    assert count == 0 and vectors.shape == (0, 4)

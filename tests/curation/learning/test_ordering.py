@@ -103,3 +103,12 @@ def test_claim_keys_make_highest_first_follow_the_order() -> None:
     # The head keeps the head's own values (up to the tie-breaking nudges).
     top = np.sort(priority[candidates])[::-1][:120]
     np.testing.assert_allclose(np.sort(keys[order])[::-1], np.maximum(top, 0), atol=1e-6)
+
+
+def test_claim_keys_keep_the_passed_over_candidates_in_priority_order() -> None:
+    priority = np.asarray([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.1])
+    candidates = np.ones(7, dtype=bool)
+    order = np.asarray([4, 0])  # the head took a low one; 1, 2 and 3 were passed over
+    keys = claim_keys(priority, candidates=candidates, order=order)
+    claim_order = np.lexsort((np.arange(7), -keys))
+    assert claim_order.tolist() == [4, 0, 1, 2, 3, 5, 6]
