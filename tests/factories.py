@@ -75,3 +75,25 @@ def image_row(session, n: int, *, phash_unsigned: int | None = None, group_id: i
     session.add(image)
     session.flush()
     return image
+
+
+def embedded_images(session, embeddings_root, vectors, *, key: str = "test:none"):
+    """Bare Image rows (numbered from 1), one per row of ``vectors`` (N, D), with
+    those vectors cached as their full-image embeddings in space ``key``.
+    Returns (image ids, the space)."""
+    import numpy as np
+
+    from curation.learning import embedding_store
+
+    ids = [image_row(session, n + 1).id for n in range(len(vectors))]
+    space = embedding_store.get_or_create_space(
+        session, key=key, backbone="test", weights_id="none", dim=int(vectors.shape[1])
+    )
+    embedding_store.record(
+        session,
+        embeddings_root,
+        space,
+        [(i, embedding_store.FULL) for i in ids],
+        np.asarray(vectors, dtype=np.float16),
+    )
+    return ids, space

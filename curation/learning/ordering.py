@@ -164,12 +164,9 @@ def claim_keys(priority: ArrayLike, *, candidates: ArrayLike, order: ArrayLike) 
     if head.size == 0:
         return keys
     in_line = np.asarray(candidates, dtype=np.bool_)
-    values = np.sort(keys[in_line])[::-1][: head.size].copy()
+    values = np.sort(keys[in_line])[::-1][: head.size]
     # A head of zeros still has to sort above the rest (capped at 0 below).
-    values = np.maximum(values, np.arange(head.size, 0, -1) * 1e-9)
-    for k in range(1, values.size):
-        if values[k] >= values[k - 1]:
-            values[k] = np.nextafter(values[k - 1], -np.inf)
+    values = _strictly_decreasing(np.maximum(values, np.arange(head.size, 0, -1) * 1e-9))
     floor = float(np.nextafter(values[-1], -np.inf))
     rest = in_line.copy()
     rest[head] = False
@@ -177,12 +174,16 @@ def claim_keys(priority: ArrayLike, *, candidates: ArrayLike, order: ArrayLike) 
     # order among themselves: a strictly decreasing chain from the floor down.
     above = np.flatnonzero(rest & (keys >= floor))
     above = above[np.lexsort((above, -keys[above]))]
-    chain = np.empty(above.size, dtype=np.float64)
-    step = floor
-    for k in range(above.size):
-        chain[k] = step
-        step = float(np.nextafter(step, -np.inf))
-    keys[above] = chain
+    keys[above] = _strictly_decreasing(np.full(above.size, floor))
     keys[head] = values
     clipped: FloatArray = np.clip(keys, 0.0, 1.0)
     return clipped
+
+
+def _strictly_decreasing(values: FloatArray) -> FloatArray:
+    """``values`` (non-increasing) with every tie nudged one float below the value before it."""
+    result = np.asarray(values, dtype=np.float64).copy()
+    for k in range(1, result.size):
+        if result[k] >= result[k - 1]:
+            result[k] = np.nextafter(result[k - 1], -np.inf)
+    return result

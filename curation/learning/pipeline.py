@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
+from sqlalchemy import case, func, or_, select, text, update
 
-from curation.learning import bulk_write, outbox
+from curation.db import write_transaction
+from curation.learning import bulk_write, embedding_store, outbox
 from curation.learning.priority import Strategy
 from curation.learning.scoring import (
     LearningPaths,
@@ -19,7 +21,18 @@ from curation.learning.scoring import (
     load_model,
     score_images,
 )
-from curation.models import COLD_START_RANKING, COLD_START_STRATEGY
+from curation.learning.selection import typical_picks
+from curation.models import (
+    COLD_START_RANKING,
+    COLD_START_STRATEGY,
+    ClassStatus,
+    EmbeddingSpace,
+    LandmarkClass,
+    QueueItem,
+    QueueOrder,
+    QueueStatus,
+)
+from curation.queue import current_ranking
 from curation.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -118,42 +131,26 @@ def order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) -> 
         return 0
 
 
-def _order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) -> int:
-    from sqlalchemy import and_, func, select, text, update
-
-    from curation.db import write_transaction
-    from curation.learning import embedding_store
-    from curation.learning.selection import typical_picks
-    from curation.models import (
-        ClassStatus,
-        EmbeddingSpace,
-        LandmarkClass,
-        QueueItem,
-        QueueOrder,
-        QueueStatus,
+def _cold_start_sample(session: Session, *, pending: bool) -> list[int]:
+    """Ids of cold-start images, pending or already handed out: at most about
+    ``_COLD_START_SAMPLE``, spread over the line by id in SQL, so a line of a
+    million crawled images is never read whole after every batch."""
+    pending_status = QueueItem.status == QueueStatus.PENDING.value
+    of_line = (
+        QueueOrder.ranking == COLD_START_RANKING,
+        QueueOrder.strategy == COLD_START_STRATEGY,
+        pending_status if pending else ~pending_status,
     )
-    from curation.queue import current_ranking
+    joined = select(QueueOrder.image_id).join(QueueItem, QueueItem.image_id == QueueOrder.image_id)
+    count = int(
+        session.scalar(select(func.count()).select_from(joined.where(*of_line).subquery())) or 0
+    )
+    step = max(1, count // _COLD_START_SAMPLE)
+    query = joined.where(*of_line, QueueOrder.image_id % step == 0)
+    return [int(i) for i in session.scalars(query.order_by(QueueOrder.image_id))]
 
-    def cold_start_ids(session: Session, *, pending: bool) -> list[int]:
-        status = QueueItem.status == QueueStatus.PENDING.value
-        ids = [
-            int(i)
-            for i in session.scalars(
-                select(QueueOrder.image_id)
-                .join(QueueItem, QueueItem.image_id == QueueOrder.image_id)
-                .where(
-                    QueueOrder.ranking == COLD_START_RANKING,
-                    QueueOrder.strategy == COLD_START_STRATEGY,
-                    status if pending else ~status,
-                )
-                .order_by(QueueOrder.image_id)
-            )
-        ]
-        if len(ids) > _COLD_START_SAMPLE:
-            spaced = np.linspace(0, len(ids) - 1, _COLD_START_SAMPLE).astype(np.int64)
-            ids = [ids[k] for k in spaced]
-        return ids
 
+def _order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) -> int:
     with runtime.factory() as session:
         space = session.scalars(
             select(EmbeddingSpace).where(EmbeddingSpace.key == space_key)
@@ -169,10 +166,10 @@ def _order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) ->
             or 0
         )
         open_ids, open_vectors = embedding_store.load(
-            session, paths.embeddings, space, image_ids=cold_start_ids(session, pending=True)
+            session, paths.embeddings, space, image_ids=_cold_start_sample(session, pending=True)
         )
         _, seen_vectors = embedding_store.load(
-            session, paths.embeddings, space, image_ids=cold_start_ids(session, pending=False)
+            session, paths.embeddings, space, image_ids=_cold_start_sample(session, pending=False)
         )
     wanted = min(COLD_START_LABELS_PER_CLASS * max(1, active), len(open_ids))
     chosen: list[int] = []
@@ -181,24 +178,28 @@ def _order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) ->
         covered = np.arange(len(vectors)) < len(seen_vectors)
         picks = typical_picks(vectors, labelled=covered, k=wanted, seed=0)
         chosen = [int(open_ids[k - len(seen_vectors)]) for k in picks]
+    in_line = (
+        QueueOrder.ranking == COLD_START_RANKING,
+        QueueOrder.strategy == COLD_START_STRATEGY,
+    )
+    raised = {
+        image_id: _COLD_START_PRIORITY + 0.1 * (len(chosen) - position) / len(chosen)
+        for position, image_id in enumerate(chosen)
+    }
     with write_transaction(runtime.factory) as session:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _COLD_START_LOCK})
-        in_line = and_(
-            QueueOrder.ranking == COLD_START_RANKING,
-            QueueOrder.strategy == COLD_START_STRATEGY,
-        )
+        # One statement: the previous picks back to the line's priority, the new ones above it.
         session.execute(
             update(QueueOrder)
-            .where(in_line, QueueOrder.priority != _COLD_START_PRIORITY)
-            .values(priority=_COLD_START_PRIORITY)
-        )
-        for position, image_id in enumerate(chosen):
-            session.execute(
-                update(QueueOrder)
-                .where(in_line, QueueOrder.image_id == image_id)
-                .values(
-                    priority=_COLD_START_PRIORITY + 0.1 * (len(chosen) - position) / len(chosen)
-                )
+            .where(
+                *in_line,
+                or_(QueueOrder.priority != _COLD_START_PRIORITY, QueueOrder.image_id.in_(raised)),
             )
+            .values(
+                priority=case(raised, value=QueueOrder.image_id, else_=_COLD_START_PRIORITY)
+                if raised
+                else _COLD_START_PRIORITY
+            )
+        )
     return len(chosen)

@@ -18,6 +18,7 @@ from curation.learning.scores import (
     EmbeddingArray,
     FloatArray,
     IntArray,
+    _nearest_distances,
     normalize_rows,
 )
 
@@ -277,22 +278,12 @@ def typical_picks(
 
 
 def _typicality(points: EmbeddingArray, n_neighbours: int) -> FloatArray:
-    """(M,) inverse mean cosine distance of each row to its nearest others.
-
-    In blocks of rows: a cluster of 5,000 images never holds a 5,000 x 5,000
-    float64 matrix.
-    """
+    """(M,) inverse mean cosine distance of each row to its nearest others (in blocks)."""
     neighbours = min(n_neighbours, points.shape[0] - 1)
     if neighbours <= 0:
         return np.ones(points.shape[0])
-    typicality = np.empty(points.shape[0], dtype=np.float64)
-    rows_per_block = max(1, MAX_SIMILARITY_BLOCK_ENTRIES // (4 * points.shape[0]))
-    for start in range(0, points.shape[0], rows_per_block):
-        stop = min(start + rows_per_block, points.shape[0])
-        distance = 1.0 - (points[start:stop] @ points.T).astype(np.float64)
-        distance[np.arange(stop - start), np.arange(start, stop)] = np.inf
-        nearest = np.partition(distance, neighbours - 1, axis=1)[:, :neighbours]
-        typicality[start:stop] = 1.0 / (np.maximum(nearest.mean(axis=1), 0.0) + 1e-6)
+    distance = _nearest_distances(points, points, n_nearest=neighbours, exclude_self=True)
+    typicality: FloatArray = 1.0 / (distance + 1e-6)
     return typicality
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 from sqlalchemy import delete, select
 
 from curation.accounts import create_user
-from curation.learning import embedding_store
 from curation.learning.pipeline import (
     COLD_START_LABELS_PER_CLASS,
     order_cold_start,
@@ -19,7 +19,7 @@ from curation.models import COLD_START_RANKING, QueueOrder
 from curation.review.claims import claim_next
 from curation.runtime import Runtime
 from curation.taxonomy import find_or_create_class
-from tests.factories import image_row
+from tests.factories import embedded_images
 
 SPACE_KEY = "test:none"
 
@@ -35,17 +35,7 @@ def _seed(runtime: Runtime, sizes: list[int]) -> tuple[list[int], np.ndarray]:
     with runtime.factory() as session, session.begin():
         for name in ("Gyeongbokgung", "Deoksugung"):
             find_or_create_class(session, name)
-        ids = [image_row(session, n + 1).id for n in range(len(vectors))]
-        space = embedding_store.get_or_create_space(
-            session, key=SPACE_KEY, backbone="test", weights_id="none", dim=16
-        )
-        embedding_store.record(
-            session,
-            paths.embeddings,
-            space,
-            [(i, embedding_store.FULL) for i in ids],
-            vectors.astype(np.float16),
-        )
+        ids, _ = embedded_images(session, paths.embeddings, vectors, key=SPACE_KEY)
     queue_for_cold_start(runtime, ids)
     return ids, np.repeat(np.arange(len(sizes)), sizes)
 
@@ -80,7 +70,11 @@ def test_claims_begin_with_one_typical_image_per_cluster(runtime: Runtime) -> No
         assert sum(p > 0.5 for p in priorities) == picked
 
 
-def test_reordering_leaves_class_split_items_and_handed_out_images_alone(runtime: Runtime) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_reordering_leaves_class_split_items_and_handed_out_images_alone(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    runtime: Runtime = request.getfixturevalue("runtime" if database == "sqlite" else "pg_runtime")
     from curation.learning import bulk_write
     from curation.queue import CLASS_SPLIT_STRATEGY
 

@@ -8,7 +8,6 @@ import numpy as np
 from sqlalchemy import select
 
 from curation.accounts import create_user
-from curation.learning import embedding_store
 from curation.learning.head import Head
 from curation.learning.scoring import LearningPaths, LoadedModel, score_images
 from curation.models import ModelStatus, ModelVersion, QueueOrder
@@ -16,7 +15,7 @@ from curation.queue import current_ranking
 from curation.review.claims import claim_next
 from curation.runtime import Runtime
 from curation.taxonomy import find_or_create_class
-from tests.factories import image_row
+from tests.factories import embedded_images
 
 DIM = 16
 BURST = 30
@@ -39,17 +38,7 @@ def _model(runtime: Runtime, vectors: np.ndarray) -> tuple[LoadedModel, list[int
     paths = LearningPaths.under(runtime.settings.data_dir)
     with runtime.factory() as session, session.begin():
         classes = [find_or_create_class(session, name)[0].id for name in ("Namsan", "Bukhansan")]
-        ids = [image_row(session, n + 1).id for n in range(len(vectors))]
-        space = embedding_store.get_or_create_space(
-            session, key="test:none", backbone="test", weights_id="none", dim=DIM
-        )
-        embedding_store.record(
-            session,
-            paths.embeddings,
-            space,
-            [(i, embedding_store.FULL) for i in ids],
-            vectors.astype(np.float16),
-        )
+        ids, space = embedded_images(session, paths.embeddings, vectors)
         version = ModelVersion(
             space_id=space.id,
             class_ids=classes,
