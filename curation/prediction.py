@@ -22,6 +22,7 @@ from curation.exceptions import ConfigurationError, NotFound, RejectedInput
 from curation.learning.backbones import LoadedBackbone, configured_space_key, load_backbone
 from curation.learning.decode import UndecodableImage, decode_for_model
 from curation.learning.scoring import LearningPaths, LoadedModel, champion, load_model
+from curation.learning.tuned import backbone_for_space
 from curation.models import ClassAlias, LandmarkClass
 from curation.validation import decode_untrusted
 
@@ -114,7 +115,8 @@ def predict(
 
     Raises RejectedInput for a bad image or argument, NotFound when there is
     no champion, ConfigurationError when the champion was trained in another
-    embedding space than the configured backbone's. ``embedder`` (tests)
+    embedding space than the configured backbone's (a fine-tuned champion
+    embeds with its own backbone). ``embedder`` (tests)
     replaces the backbone: uint8 (1, s, s, 3) pixels -> float32 (1, D).
     """
     if not 1 <= top_k <= MAX_TOP_K:
@@ -125,13 +127,15 @@ def predict(
         raise RejectedInput("lang must be a language code such as 'ko' or 'en'")
     decode_untrusted(image_bytes, max_bytes=max_bytes, max_pixels=max_pixels)
     model = _champion_model(session, paths)
-    if model.space.key != configured_space_key(backbone, weights):
+    # A fine-tuned champion embeds with its own backbone (built once per process).
+    tuned = backbone_for_space(session, paths.models, model.space)
+    if tuned is None and model.space.key != configured_space_key(backbone, weights):
         raise ConfigurationError(
             f"the champion was trained on {model.space.key} embeddings, but the configured"
             f" backbone is {configured_space_key(backbone, weights)}"
         )
     if embedder is None:
-        loaded = shared_backbone(backbone, weights)
+        loaded = tuned or shared_backbone(backbone, weights)
         size, embedder = loaded.spec.input_size, loaded.embed_batch
     else:
         from curation.learning.backbones import get_spec

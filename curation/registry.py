@@ -2,16 +2,21 @@
 
 A model trained on a dataset version keeps, beside its head, the frozen test
 split it was measured on (``<artifact>.testset.npz``: image ids, true class
-ids, and the embeddings it was given). The gate evaluates the challenger and
-the champion on that same set, so the verdict needs neither the datasets
-layer nor a pixel: the champion's head runs on the challenger's test
-embeddings, and a class the champion lacks is a miss for it.
+ids, the crop of each image it used, and the embeddings it was given). The
+gate evaluates the challenger and the champion on that same set, so the
+verdict needs neither the datasets layer nor a pixel: the champion's head
+runs on the challenger's test embeddings, or, when the champion lives in
+another embedding space (one of them fine-tuned its backbone), on its own
+cached embeddings of the same images and crops; a class the champion lacks
+is a miss for it.
 
 A fine-tuned model (``settings["kind"] == "fine_tuned"``, written by
-``datasets.finetune``) takes pixels through its own backbone: it has no head
-for cached embeddings, so the gate, promotion, rollback and rescoring refuse
-it (:func:`refuse_fine_tuned`); re-embedding the pool with a fine-tuned
-backbone is not implemented. Its test metrics are stored with it.
+``datasets.finetune``) is a head over the embedding space of its own
+backbone (:mod:`curation.learning.tuned`): it is judged, promoted and
+rescored like any other. Promoting a model whose space lacks some images
+puts their scoring jobs back in the outbox, so workers embed them into it.
+Models fine-tuned before that (a ``.keras`` artifact and no head) are refused
+(:func:`refuse_pixel_only`).
 
 Domain functions take a session and never commit; :func:`rescore` runs after
 the commit that promoted a model (it opens its own short transactions).
@@ -29,10 +34,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from curation.exceptions import Conflict, Forbidden, NotFound, RejectedInput
+from curation.learning import embedding_store, outbox
+from curation.learning.embedding_store import FULL
 from curation.learning.head import Head
 from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths, load_model, score_images
-from curation.models import AuditEntry, ModelStatus, ModelVersion, User, UserRole
+from curation.models import (
+    AuditEntry,
+    EmbeddingSpace,
+    ModelStatus,
+    ModelVersion,
+    User,
+    UserRole,
+)
 
 Actor = User | str
 
@@ -41,11 +55,14 @@ Actor = User | str
 
 @dataclass(frozen=True)
 class FrozenSplit:
-    """A model's evaluation set: (N,) image ids, (N,) true class ids, (N, D) embeddings."""
+    """A model's evaluation set: (N,) image ids, (N,) true class ids, (N, D) embeddings,
+    and the (N,) crop key of each embedding (None in splits written before crops were kept:
+    read as whole images)."""
 
     image_ids: NDArray[np.int64]
     class_ids: NDArray[np.int64]
     embeddings: NDArray[np.float16]
+    crop_keys: NDArray[np.str_] | None = None
 
 
 def frozen_split_file(paths: LearningPaths, artifact_key: str) -> str:
@@ -59,6 +76,10 @@ def write_frozen_split(paths: LearningPaths, artifact_key: str, split: FrozenSpl
         image_ids=split.image_ids.astype(np.int64),
         class_ids=split.class_ids.astype(np.int64),
         embeddings=split.embeddings.astype(np.float16),
+        crop_keys=np.asarray(
+            split.crop_keys if split.crop_keys is not None else [FULL] * len(split.image_ids),
+            dtype=np.str_,
+        ),
     )
 
 
@@ -71,27 +92,29 @@ def load_frozen_split(paths: LearningPaths, version: ModelVersion) -> FrozenSpli
             image_ids=arrays["image_ids"],
             class_ids=arrays["class_ids"],
             embeddings=arrays["embeddings"],
+            crop_keys=arrays["crop_keys"] if "crop_keys" in arrays.files else None,
         )
 
 
 def is_fine_tuned(version: ModelVersion) -> bool:
-    """A model whose backbone was fine-tuned (``datasets.finetune``): it takes pixels."""
+    """A model whose backbone was fine-tuned (``datasets.finetune``)."""
     return (version.settings or {}).get("kind") == "fine_tuned"
 
 
-def refuse_fine_tuned(version: ModelVersion, action: str) -> None:
-    """Raise ``Conflict`` for a fine-tuned model: it cannot score cached embeddings.
+def is_pixel_only(version: ModelVersion) -> bool:
+    """A model kept only as a whole Keras classifier, with no head over an embedding space
+    (fine-tuned before the platform re-embedded images with fine-tuned backbones)."""
+    return version.artifact_key.endswith(".keras")
 
-    The queue is scored from embeddings cached with the original backbone;
-    a fine-tuned model's backbone differs, and re-embedding the pool with it
-    is not implemented. Its stored test metrics still compare.
-    """
-    if is_fine_tuned(version):
+
+def refuse_pixel_only(version: ModelVersion, action: str) -> None:
+    """Raise ``Conflict`` for a model with no head over cached embeddings."""
+    if is_pixel_only(version):
         raise Conflict(
-            f"model {version.id} is fine-tuned: cannot {action} it. Its backbone differs from"
-            " the one whose embeddings are cached, so it cannot score the queue from them, and"
-            " re-embedding the pool with a fine-tuned backbone is not implemented; compare it"
-            " by its stored test-split metrics (`curation models show`)"
+            f"model {version.id} was fine-tuned before fine-tuned backbones re-embedded the"
+            f" images: it has no head over an embedding space, so it cannot {action}."
+            " Fine-tune again (`curation train --fine-tune-blocks N`) to get one that can;"
+            " its stored test-split metrics still compare (`curation models show`)"
         )
 
 
@@ -206,12 +229,12 @@ def evaluate_gate(
     ``min_new_class_recall`` (0 to 1). With no champion, it passes.
     """
     challenger = get_version(session, challenger_id)
-    refuse_fine_tuned(challenger, "judge (the gate runs heads on cached embeddings) or promote")
+    refuse_pixel_only(challenger, "be judged by the gate or promoted")
     champion = (
         get_version(session, champion_id) if champion_id is not None else current_champion(session)
     )
     if champion is not None:
-        refuse_fine_tuned(champion, "judge a challenger against")
+        refuse_pixel_only(champion, "judge a challenger")
     test = load_frozen_split(paths, challenger)
     if test is None:
         check = GateCheck(
@@ -228,14 +251,19 @@ def evaluate_gate(
     if champion is None or champion.id == challenger.id:
         check = GateCheck("champion", True, "no champion to beat")
         return GateResult(challenger_id, None, True, [check], mine)
-    if champion.space_id != challenger.space_id:
+    champion_test, lacking = _in_space_of(session, paths, champion, challenger, test)
+    if lacking:
         check = GateCheck(
             "embedding_space",
             False,
-            f"champion {champion.id} embeds in another space: compare after re-embedding",
+            f"champion {champion.id} embeds in another space, which lacks {lacking} of the"
+            f" {len(test.image_ids)} test images: let the workers embed them"
+            " (`curation score`), then judge again",
         )
         return GateResult(challenger_id, champion.id, False, [check], mine)
-    theirs = evaluate_on(_head(paths, champion), list(champion.class_ids), champion.id, test)
+    theirs = evaluate_on(
+        _head(paths, champion), list(champion.class_ids), champion.id, champion_test
+    )
     checks = [
         GateCheck(
             "accuracy",
@@ -270,26 +298,58 @@ def evaluate_gate(
     )
 
 
+def _in_space_of(
+    session: Session,
+    paths: LearningPaths,
+    model: ModelVersion,
+    owner: ModelVersion,
+    test: FrozenSplit,
+) -> tuple[FrozenSplit, int]:
+    """``owner``'s frozen split as ``model`` sees it, and how many images it cannot see.
+
+    The same split where both share an embedding space; otherwise ``model``'s
+    own cached embeddings of the same images and crops (the whole image where
+    a crop was never embedded in its space).
+    """
+    if model.space_id == owner.space_id:
+        return test, 0
+    space = session.get_one(EmbeddingSpace, model.space_id)
+    crops = None if test.crop_keys is None else [str(c) for c in test.crop_keys]
+    vectors, found = embedding_store.lookup(
+        session, paths.embeddings, space, test.image_ids.tolist(), crops
+    )
+    seen = FrozenSplit(test.image_ids, test.class_ids, vectors, test.crop_keys)
+    return seen, int((~found).sum())
+
+
 def compare(session: Session, paths: LearningPaths, a_id: int, b_id: int) -> dict[str, Any]:
     """Two versions side by side, evaluated on one frozen test split (b's, else a's)."""
     a, b = get_version(session, a_id), get_version(session, b_id)
     payload: dict[str, Any] = {"a": model_dict(a), "b": model_dict(b), "test_split_of": None}
-    if is_fine_tuned(a) or is_fine_tuned(b):
+    if is_pixel_only(a) or is_pixel_only(b):
         # No head to run on cached embeddings: the stored test metrics
         # (each on its own version's test split) are what there is.
         payload["note"] = (
-            "a fine-tuned model takes pixels, not cached embeddings: no shared evaluation;"
-            " compare the stored test metrics (accuracy above)"
+            "a model fine-tuned before re-embedding takes pixels, not cached embeddings:"
+            " no shared evaluation; compare the stored test metrics (accuracy above)"
         )
         return payload
     for owner in (b, a):
         test = load_frozen_split(paths, owner)
         if test is None:
             continue
-        if a.space_id != b.space_id:
-            payload["note"] = "different embedding spaces: no shared evaluation"
+        seen = [_in_space_of(session, paths, m, owner, test) for m in (a, b)]
+        lacking = max(count for _, count in seen)
+        if lacking:
+            payload["note"] = (
+                f"different embedding spaces, and one lacks {lacking} of the test images:"
+                " no shared evaluation"
+            )
             break
-        evaluations = [evaluate_on(_head(paths, m), list(m.class_ids), m.id, test) for m in (a, b)]
+        evaluations = [
+            evaluate_on(_head(paths, m), list(m.class_ids), m.id, split)
+            for m, (split, _) in zip((a, b), seen, strict=True)
+        ]
         payload["test_split_of"] = owner.id
         payload["test_images"] = len(test.class_ids)
         payload["evaluations"] = [e.as_dict() for e in evaluations]
@@ -328,7 +388,7 @@ def _crown(
     details: dict[str, Any],
     now: datetime,
 ) -> ModelVersion:
-    refuse_fine_tuned(version, "make the champion")
+    refuse_pixel_only(version, "become the champion")
     actor_id, actor_name = _who(actor)
     previous = [
         m
@@ -342,6 +402,15 @@ def _crown(
         old.status_reason = f"replaced by model {version.id} ({action}): {reason}"[:2000]
     version.status = ModelStatus.CHAMPION.value
     version.status_reason = reason[:2000]
+    # Images its space lacks (a fine-tuned backbone's space misses what
+    # arrived after its run re-embedded the pool) go back to the workers,
+    # in this transaction, so none is left unscored under the new champion.
+    requeued = outbox.requeue(
+        session,
+        embedding_store.images_missing_from(
+            session, session.get_one(EmbeddingSpace, version.space_id)
+        ),
+    )
     session.add(
         AuditEntry(
             at=now,
@@ -350,7 +419,12 @@ def _crown(
             action=action,
             entity_type="model_version",
             entity_id=version.id,
-            details=details | {"reason": reason, "previous_champions": [m.id for m in previous]},
+            details=details
+            | {
+                "reason": reason,
+                "previous_champions": [m.id for m in previous],
+                "requeued_for_embedding": requeued,
+            },
         )
     )
     session.flush()
@@ -457,7 +531,7 @@ def rescore(
 ) -> int:
     """Rescore every cached embedding with ``version_id`` (after the promoting commit)."""
     with factory() as session:
-        refuse_fine_tuned(get_version(session, version_id), "rescore the queue with")
+        refuse_pixel_only(get_version(session, version_id), "rescore the queue")
         model = load_model(session, paths, version_id)
     return score_images(factory, paths, model, strategy=strategy, random_share=random_share)
 

@@ -27,6 +27,8 @@ from datasets.training import (
     GateSettings,
     TrainingOptions,
     TrainingOutcome,
+    Verdict,
+    judge_and_promote,
     request_and_train,
 )
 
@@ -103,8 +105,9 @@ def _print(outcome: TrainingOutcome) -> None:
     "--fine-tune-blocks",
     type=click.IntRange(0, 100),
     default=0,
-    help="Fine-tune this many top backbone blocks on the version's pixels (the model"
-    " stays a candidate: it cannot score the queue from cached embeddings).",
+    help="Fine-tune this many top backbone blocks on the version's pixels, then embed"
+    " every image with the fine-tuned backbone (its own embedding space) and judge it"
+    " like any model.",
 )
 @click.option(
     "--augment",
@@ -148,8 +151,14 @@ def train(
     runtime = build_runtime()
     settings = runtime.settings
     if options.fine_tuning:
-        tuned = _fine_tune(runtime, dataset, seed, options)
-        emit(as_json, tuned.as_dict(), lambda: _print_fine_tuned(tuned))
+        tuned, verdict = _fine_tune(runtime, dataset, seed, options, no_promote)
+        payload = tuned.as_dict() | {
+            "gate": verdict.gate.as_dict(),
+            "promoted": verdict.promoted,
+            "rescored": verdict.rescored,
+            "notes": tuned.notes + verdict.notes,
+        }
+        emit(as_json, payload, lambda: _print_fine_tuned(tuned, verdict))
         return
     if from_labels:
         payload = _from_labels(runtime, seed, not no_promote)
@@ -182,8 +191,11 @@ def _progress_bar() -> tqdm[Any]:
     return tqdm(total=100, unit="%", disable=not show_bar, file=sys.stderr)
 
 
-def _fine_tune(runtime: Runtime, dataset: str, seed: int, options: TrainingOptions) -> Any:
-    """Fine-tune the configured backbone in a training run of its own; never promoted."""
+def _fine_tune(
+    runtime: Runtime, dataset: str, seed: int, options: TrainingOptions, no_promote: bool
+) -> tuple[Any, Verdict]:
+    """Fine-tune the configured backbone in a training run of its own, then judge it
+    and promote it when the gate passes (unless ``no_promote``)."""
     from curation import training_runs
     from curation.exceptions import Conflict
     from curation.models import RunStatus, RunTrigger
@@ -203,9 +215,10 @@ def _fine_tune(runtime: Runtime, dataset: str, seed: int, options: TrainingOptio
             bar.set_postfix_str(message, refresh=False)
             bar.refresh()
 
-        return fine_tune_on_version(
+        settings = runtime.settings
+        outcome = fine_tune_on_version(
             runtime.factory,
-            LearningPaths.under(runtime.settings.data_dir),
+            LearningPaths.under(settings.data_dir),
             runtime.store,
             version_ref=dataset,
             backbone=runtime.settings.backbone,
@@ -218,9 +231,23 @@ def _fine_tune(runtime: Runtime, dataset: str, seed: int, options: TrainingOptio
             run_id=run_id,
             on_progress=progress,
         )
+    verdict = judge_and_promote(
+        runtime.factory,
+        LearningPaths.under(settings.data_dir),
+        outcome.model_version_id,
+        promote=not no_promote,
+        gate=GateSettings(
+            max_class_drop=settings.gate_max_class_drop,
+            min_new_class_recall=settings.gate_min_new_class_recall,
+        ),
+        actor=f"cli:{getpass.getuser()}",
+        strategy=Strategy(settings.queue_strategy),
+        random_share=settings.queue_random_share,
+    )
+    return outcome, verdict
 
 
-def _print_fine_tuned(outcome: Any) -> None:
+def _print_fine_tuned(outcome: Any, verdict: Verdict) -> None:
     test = outcome.test_metrics
     click.echo(
         f"model {outcome.model_version_id} (run {outcome.run_id}) on {outcome.dataset_version}:"
@@ -235,7 +262,10 @@ def _print_fine_tuned(outcome: Any) -> None:
             f"  test split: accuracy {test['accuracy']:.3f}, top-5 {test['top5_accuracy']:.3f},"
             f" ECE {test['expected_calibration_error']:.3f}"
         )
-    for note in outcome.notes:
+    click.echo("  " + verdict.gate.summary())
+    if verdict.promoted:
+        click.echo(f"  promoted to champion; {verdict.rescored} images rescored")
+    for note in outcome.notes + verdict.notes:
         click.echo(f"  {note}")
 
 

@@ -11,11 +11,27 @@ augmentation on the train split only), in two phases:
 
 Each phase stops early on the validation loss and restores its best
 weights; classes are weighted ``balanced``; seeds are fixed
-(``keras.utils.set_random_seed``). The model is measured on the version's
-test split (:func:`curation.learning.metrics.evaluate`), saved whole as
-``<artifact>.keras`` beside the heads, and written as a candidate
-:class:`~curation.models.ModelVersion` with ``settings["kind"] ==
-"fine_tuned"``.
+(``keras.utils.set_random_seed``). The classifier is saved whole as
+``<artifact>.keras`` beside the heads. Then, since its backbone is no longer
+the one whose embeddings are cached, it becomes an embedding space of its
+own (:mod:`curation.learning.tuned`):
+
+3. every image the platform has embedded, and every entry of the version
+   (with the crop to its box), is embedded once more with the fine-tuned
+   backbone (the longest phase on a large store: it reports progress and
+   honours a cancel between chunks; embeddings already made are kept, so
+   nothing is embedded twice within the space);
+4. the dense softmax becomes a head over that space
+   (:func:`curation.learning.head.head_from_dense`), measured on the
+   version's test split from those cached embeddings (what the gate sees),
+   kept with its frozen test split and label-issue scores, and written as a
+   candidate :class:`~curation.models.ModelVersion` with ``settings["kind"]
+   == "fine_tuned"`` and ``settings["backbone_artifact"]`` naming the
+   classifier. The gate judges it against the champion like any model;
+   once promoted, workers embed new images into its space too.
+
+The classifier's own accuracy on the test pixels (through the training
+input pipeline) is kept as ``metrics["test_from_pixels"]``.
 
 Blocks (:func:`backbone_blocks`): the backbone's layers grouped by the
 block their Keras name gives:
@@ -37,13 +53,6 @@ stem, which is never unfrozen. BatchNormalization layers stay frozen (and,
 Keras 3 running a frozen BatchNormalization in inference mode, keep their
 moving statistics) unless ``trainable_batchnorm``.
 
-What a fine-tuned model cannot do: score the queue. Its backbone is no
-longer the one whose embeddings are cached, so rescoring from cached
-embeddings would be wrong, and re-embedding the pool with a fine-tuned
-backbone is not implemented: :mod:`curation.registry` refuses to gate,
-promote, roll back to or rescore with such a model. Its stored test metrics
-still compare with other models'.
-
 No session stays open while Keras trains: read (the manifest and the
 images' facts), close, train, write in a short new transaction.
 """
@@ -61,19 +70,31 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy.orm import Session, sessionmaker
 
-from curation import training_runs
+from curation import registry, training_runs
 from curation.exceptions import ConfigurationError, CurationError, NotFound, RejectedInput
 from curation.learning import embedding_store
 from curation.learning.backbones import LoadedBackbone, get_spec, load_backbone
-from curation.learning.head import balanced_class_weights
+from curation.learning.head import balanced_class_weights, head_from_dense
 from curation.learning.metrics import evaluate
-from curation.learning.scoring import LearningPaths
-from curation.models import DatasetVersion, ModelStatus, ModelVersion, Split
+from curation.learning.scoring import EmbedOutcome, LearningPaths, embed_missing
+from curation.learning.tuned import (
+    DENSE_LAYER,
+    FEATURE_LAYER,
+    feature_backbone,
+    tuned_weights_id,
+)
+from curation.models import DatasetVersion, EmbeddingSpace, ModelStatus, ModelVersion, Split
 from curation.store import LocalImageStore
 from datasets.export.plan import ExportPlan, plan_export
 from datasets.manifest import Manifest
 from datasets.tfdata import default_augmentation, make_tf_dataset
-from datasets.training import _Heartbeat, record_candidate, running_as
+from datasets.training import (
+    _Heartbeat,
+    record_candidate,
+    running_as,
+    version_embeddings,
+    write_label_issues,
+)
 from datasets.versions import find_version, load_manifest
 
 if TYPE_CHECKING:
@@ -283,8 +304,8 @@ def build_classifier(
     x = loaded.model(x)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
+    x = keras.layers.Dropout(dropout, name=FEATURE_LAYER)(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name=DENSE_LAYER)(x)
     return keras.Model(inputs, outputs, name=f"fine_tuned_{loaded.spec.name}")
 
 
@@ -432,54 +453,47 @@ def _fine_tune(
     # requested during phase 1 is honoured here at the latest.
     beat.beat(0.5, f"phase 2: fine-tuning the top {blocks} backbone blocks", force=True)
     unfrozen = unfreeze_top(loaded.model, family, blocks, trainable_batchnorm=trainable_batchnorm)
-    tune_curves = fit(2, fine_tune_learning_rate, 0.5, 0.88)
+    tune_curves = fit(2, fine_tune_learning_rate, 0.5, 0.7)
 
-    beat.beat(0.9, "measuring on the test split", force=True)
-    test_rows = full_plan.rows_in(Split.TEST)
+    beat.beat(0.7, "measuring the classifier on the test pixels", force=True)
     test = make_tf_dataset(full_plan, Split.TEST, shuffle=False, **common)
     probabilities, plan_labels = _predict(model, test, len(class_ids))
     labels = to_model[plan_labels] if len(plan_labels) else np.zeros(0, np.int64)
-    test_metrics = evaluate(labels, probabilities, class_ids=class_ids)
+    pixel_metrics = evaluate(labels, probabilities, class_ids=class_ids)
 
-    artifact = f"{uuid.uuid4().hex}.keras"
+    classifier_artifact = f"{uuid.uuid4().hex}.keras"
     paths.models.mkdir(parents=True, exist_ok=True)
-    model.save(paths.models / artifact)
-    # The test predictions, kept beside the model (the gate cannot run it on
-    # cached embeddings; these let a later comparison use its answers).
-    np.savez(
-        paths.models / f"{artifact}.predictions.npz",
-        image_ids=full_plan.image_ids[test_rows],
-        class_ids=np.asarray(
-            [id_of[full_plan.class_slugs[i]] for i in plan_labels], dtype=np.int64
-        ),
-        probabilities=probabilities.astype(np.float32),
+    model.save(paths.models / classifier_artifact)
+    # Phases 3 and 4: its own embedding space, and a head over it.
+    tuned = feature_backbone(
+        model, loaded.spec.name, tuned_weights_id(paths.models / classifier_artifact)
+    )
+    embedded = _embed_into(factory, paths, store, tuned, loaded.space_key, manifest, beat)
+    head_model = _head_in_space(
+        factory, paths, tuned.space_key, manifest, model, class_ids, seed=seed
     )
     curves = {k: head_curves.get(k, []) + tune_curves.get(k, []) for k in head_curves}
-    images = {
-        "train": len(plan.rows_in(Split.TRAIN)),
-        "validation": n_validation,
-        "test": len(test_rows),
+    images = head_model.images | {
+        "validation_used_for_stopping": n_validation,
+        "reembedded": embedded.embedded,
+        "reembedding_failed": len(embedded.failed),
     }
     augmentation_settings = asdict(settings) if settings is not None else None
-    beat.beat(0.95, "writing the model", force=True)
+    beat.beat(0.97, "writing the model", force=True)
     with factory() as session, session.begin():
-        space = embedding_store.get_or_create_space(
-            session,
-            key=loaded.space_key,
-            backbone=loaded.spec.name,
-            weights_id=loaded.weights_id,
-            dim=loaded.spec.dim,
-        )
+        space_id = embedding_store.space_id_of(session, tuned.space_key)
         version = ModelVersion(
-            # The space of the backbone it started from; its own backbone
-            # differs (see the module docstring), so it scores nothing there.
-            space_id=space.id,
+            # Its own backbone's space (curation.learning.tuned): it scores there.
+            space_id=space_id,
             class_ids=class_ids,
-            artifact_key=artifact,
+            artifact_key=head_model.artifact,
             seed=seed,
             settings={
                 "kind": FINE_TUNED,
                 "fine_tuned": True,
+                "backbone_artifact": classifier_artifact,
+                "space": tuned.space_key,
+                "base_space": loaded.space_key,
                 "head": "softmax",
                 "class_weights": "balanced",
                 "backbone": loaded.spec.name,
@@ -501,8 +515,11 @@ def _fine_tune(
                 "class_slugs": trained_slugs,
             },
             metrics={
-                "test": test_metrics,
+                "test": head_model.test_metrics,
+                "test_from_pixels": pixel_metrics,
                 "images": images,
+                "full_image_for_box": head_model.full_image_for_box,
+                "label_issues_flagged": head_model.label_issues_flagged,
                 "training_images": images["train"],
                 "curves": curves,
                 "epochs_run": len(next(iter(curves.values()), [])),
@@ -521,14 +538,109 @@ def _fine_tune(
         images=images,
         unfrozen_blocks=unfrozen,
         trainable_batchnorm=trainable_batchnorm,
-        test_metrics=test_metrics,
-        artifact_key=artifact,
+        test_metrics=head_model.test_metrics,
+        artifact_key=head_model.artifact,
         notes=[
-            "a fine-tuned model cannot be promoted: the queue is scored from cached embeddings"
-            " of the original backbone, and re-embedding the pool with a fine-tuned backbone"
-            " is not implemented"
+            f"embedded {embedded.embedded} images and crops with the fine-tuned backbone into"
+            f" {tuned.space_key}; the gate judges it against the champion like any model"
+            + (f" ({len(embedded.failed)} could not be read)" if embedded.failed else "")
         ],
     )
+
+
+def _embed_into(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    store: LocalImageStore,
+    tuned: LoadedBackbone,
+    base_space_key: str,
+    manifest: Manifest,
+    beat: _Heartbeat,
+) -> EmbedOutcome:
+    """Embed every image of the base space and every entry of the version into ``tuned``'s space.
+
+    Chunk by chunk, each recorded in its own transaction, beating progress
+    (a cancel stops between chunks; what was recorded stays, and is not
+    embedded again).
+    """
+    with factory() as session:
+        ids = set(embedding_store.image_ids_in(session, base_space_key))
+    ids.update(int(i) for i in manifest.image_ids)
+    boxes = {
+        int(image_id): (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+        for image_id, b in zip(manifest.image_ids, manifest.boxes, strict=True)
+        if not np.isnan(b).any()
+    }
+    todo = sorted(ids)
+    done = 0
+    total = len(todo) + len(boxes)  # at most: crops of unboxed labels come on top, rarely
+    message = f"phase 3: embedding {len(todo)} images with the fine-tuned backbone"
+    beat.beat(0.72, message, force=True)
+
+    def on_batch(count: int) -> None:
+        nonlocal done
+        done += count
+        share = min(done / max(total, 1), 1.0)
+        beat.beat(0.72 + 0.23 * share, f"{message}: {done} images and crops done")
+
+    return embed_missing(factory, store, paths, tuned, todo, boxes=boxes, on_batch=on_batch)
+
+
+@dataclass(frozen=True)
+class _SpaceHead:
+    artifact: str
+    test_metrics: dict[str, Any]
+    images: dict[str, int]
+    full_image_for_box: int
+    label_issues_flagged: int
+
+
+def _head_in_space(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    space_key: str,
+    manifest: Manifest,
+    classifier: keras.Model,
+    class_ids: list[int],
+    *,
+    seed: int,
+) -> _SpaceHead:
+    """The classifier's dense softmax as a head over its space, measured, kept and judged
+    as :func:`datasets.training.train_on_version` keeps a head."""
+    with factory() as session:
+        space = session.get_one(EmbeddingSpace, embedding_store.space_id_of(session, space_key))
+        data = version_embeddings(session, paths, space, manifest)
+    position = {class_id: k for k, class_id in enumerate(class_ids)}
+    index = np.asarray([position.get(int(c), -1) for c in data.class_ids], dtype=np.int64)
+    train = (data.splits == int(Split.TRAIN)) & (index >= 0)
+    test = data.splits == int(Split.TEST)
+    x = data.embeddings
+    if not train.any():
+        raise CurationError("no train-split image could be embedded with the fine-tuned backbone")
+    kernel, bias = classifier.get_layer(DENSE_LAYER).get_weights()
+    head = head_from_dense(kernel, bias, x[train], index[train])
+    test_metrics = evaluate(index[test], head.predict_proba(x[test]), class_ids=class_ids)
+    artifact = f"{uuid.uuid4().hex}.npz"
+    (paths.models / artifact).write_bytes(head.to_bytes())
+    registry.write_frozen_split(
+        paths,
+        artifact,
+        registry.FrozenSplit(
+            image_ids=data.image_ids[test],
+            class_ids=data.class_ids[test],
+            embeddings=x[test],
+            crop_keys=data.crop_keys[test],
+        ),
+    )
+    flagged = write_label_issues(paths, artifact, data.image_ids[train], x[train], index[train],
+                                 len(class_ids), seed)  # fmt: skip
+    images = {
+        "train": int(train.sum()),
+        "validation": int((data.splits == int(Split.VALIDATION)).sum()),
+        "test": int(test.sum()),
+        "missing_embeddings": len(data.missing),
+    }
+    return _SpaceHead(artifact, test_metrics, images, data.full_image_for_box, flagged)
 
 
 def _restricted(

@@ -124,6 +124,7 @@ class VersionEmbeddings:
     embeddings: NDArray[np.float16]
     missing: list[int]
     full_image_for_box: int
+    crop_keys: NDArray[np.str_]  # (n,) the crop each vector is of (embedding_store.crop_key)
 
 
 def version_embeddings(
@@ -145,15 +146,18 @@ def version_embeddings(
     boxed: NDArray[np.bool_] = np.asarray(~np.isnan(manifest.boxes).any(axis=1))
     picked: list[int] = []
     keep: list[int] = []
+    crops: list[str] = []
     missing: list[int] = []
     fallback = 0
     for n, image_id in enumerate(ids):
-        row = None
+        row, crop = None, embedding_store.FULL
         if boxed[n]:
             x0, y0, x1, y1 = (float(v) for v in manifest.boxes[n])
-            row = rows.get((image_id, embedding_store.crop_key((x0, y0, x1, y1))))
+            crop = embedding_store.crop_key((x0, y0, x1, y1))
+            row = rows.get((image_id, crop))
         if row is None:
-            row = rows.get((image_id, embedding_store.FULL))
+            crop = embedding_store.FULL
+            row = rows.get((image_id, crop))
             if row is not None and boxed[n]:
                 fallback += 1
         if row is None:
@@ -161,6 +165,7 @@ def version_embeddings(
             continue
         picked.append(row)
         keep.append(n)
+        crops.append(crop)
     matrix = embedding_store.space_file(paths.embeddings, space).matrix()
     vectors = (
         np.asarray(matrix[np.asarray(picked, dtype=np.int64)])
@@ -175,6 +180,7 @@ def version_embeddings(
         embeddings=vectors,
         missing=missing,
         full_image_for_box=fallback,
+        crop_keys=np.asarray(crops, dtype=np.str_),
     )
 
 
@@ -372,11 +378,12 @@ def _train(
             image_ids=data.image_ids[test],
             class_ids=data.class_ids[test],
             embeddings=x[test],
+            crop_keys=data.crop_keys[test],
         ),
     )
     flagged = 0
     if options.label_issues:
-        flagged = _write_label_issues(paths, artifact, data.image_ids[train], x[train],
+        flagged = write_label_issues(paths, artifact, data.image_ids[train], x[train],
                                       index[train], len(class_ids), seed)  # fmt: skip
     beat.beat(0.95, "writing the model", force=True)
     images = {
@@ -428,7 +435,7 @@ def _train(
     )
 
 
-def _write_label_issues(
+def write_label_issues(
     paths: LearningPaths,
     artifact: str,
     image_ids: NDArray[np.int64],
@@ -476,44 +483,79 @@ def train_and_promote(
     on_trained: Callable[[TrainingOutcome], object] | None = None,
     on_progress: Callable[[float, str], object] | None = None,
 ) -> TrainingOutcome:
-    """Train (:func:`train_on_version`), judge the candidate against the champion,
-    promote it when the gate passes (and ``promote``), then rescore the queue."""
-    gate = gate or GateSettings()
+    """Train (:func:`train_on_version`), then :func:`judge_and_promote` the candidate."""
     outcome = train_on_version(
         factory, paths, version_ref=version_ref, space_key=space_key, run_id=run_id,
         seed=seed, options=options, on_progress=on_progress,
     )  # fmt: skip
     if on_trained is not None:
         on_trained(outcome)
+    verdict = judge_and_promote(
+        factory, paths, outcome.model_version_id, promote=promote, gate=gate, actor=actor,
+        strategy=strategy, random_share=random_share,
+    )  # fmt: skip
+    outcome.gate, outcome.promoted, outcome.rescored = (
+        verdict.gate,
+        verdict.promoted,
+        verdict.rescored,
+    )
+    outcome.notes.extend(verdict.notes)
+    return outcome
+
+
+@dataclass
+class Verdict:
+    """What the gate said of a new model, and what followed."""
+
+    gate: registry.GateResult
+    promoted: bool = False
+    rescored: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def judge_and_promote(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    model_version_id: int,
+    *,
+    promote: bool = True,
+    gate: GateSettings | None = None,
+    actor: str = "training",
+    strategy: Strategy = Strategy.BALANCED,
+    random_share: float = 0.05,
+) -> Verdict:
+    """Judge a new candidate against the champion; promote it when the gate passes
+    (and ``promote``), then rescore the queue after the promoting commit."""
+    gate = gate or GateSettings()
     with factory() as session, session.begin():
         result = registry.evaluate_gate(
             session,
             paths,
-            outcome.model_version_id,
+            model_version_id,
             max_class_drop=gate.max_class_drop,
             min_new_class_recall=gate.min_new_class_recall,
         )
-        outcome.gate = result
+        verdict = Verdict(gate=result)
         if promote and result.passed:
             registry.promote(
                 session,
-                outcome.model_version_id,
+                model_version_id,
                 actor=actor,
                 reason=result.summary(),
                 now=_now(),
                 gate=result,
             )
-            outcome.promoted = True
+            verdict.promoted = True
         elif not promote:
-            outcome.notes.append("not promoted: --no-promote")
+            verdict.notes.append("not promoted: --no-promote")
         else:
-            outcome.notes.append("not promoted: " + result.summary())
-    if outcome.promoted:
+            verdict.notes.append("not promoted: " + result.summary())
+    if verdict.promoted:
         # After the commit: the queue is reordered from cached embeddings.
-        outcome.rescored = registry.rescore(
-            factory, paths, outcome.model_version_id, strategy=strategy, random_share=random_share
+        verdict.rescored = registry.rescore(
+            factory, paths, model_version_id, strategy=strategy, random_share=random_share
         )
-    return outcome
+    return verdict
 
 
 def request_and_train(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select, tuple_
+from sqlalchemy import exists, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -103,6 +103,27 @@ def get_or_create_space(
     elif space.dim != dim:
         raise ValueError(f"space {key} has dim {space.dim}, not {dim}")
     return space
+
+
+def space_id_of(session: Session, key: str) -> int:
+    """The id of the space keyed ``key``; ``NotFound`` when nothing was embedded in it."""
+    from curation.exceptions import NotFound
+
+    found = session.scalar(select(EmbeddingSpace.id).where(EmbeddingSpace.key == key))
+    if found is None:
+        raise NotFound(f"no embeddings in space {key}")
+    return int(found)
+
+
+def image_ids_in(session: Session, key: str) -> list[int]:
+    """Ids of the images embedded whole in the space keyed ``key`` (none if it does not exist)."""
+    query = (
+        select(ImageEmbedding.image_id)
+        .join(EmbeddingSpace, EmbeddingSpace.id == ImageEmbedding.space_id)
+        .where(EmbeddingSpace.key == key, ImageEmbedding.crop_key == FULL)
+        .order_by(ImageEmbedding.image_id)
+    )
+    return [int(i) for i in session.scalars(query)]
 
 
 def missing(
@@ -235,3 +256,62 @@ def sample(
         dtype=np.int64,
     )
     return np.asarray(space_file(root, space).matrix()[rows]), count
+
+
+def lookup(
+    session: Session,
+    root: Path,
+    space: EmbeddingSpace,
+    image_ids: Sequence[int],
+    crop_keys: Sequence[str] | None = None,
+) -> tuple[NDArray[np.float16], NDArray[np.bool_]]:
+    """((n, dim) vectors, (n,) found) for each image, in the order given.
+
+    Row ``i`` is the embedding of ``crop_keys[i]`` where the space has it,
+    else of the full image (the fallback that training uses when a box's
+    crop was never embedded); ``found[i]`` is False, and the row zeros,
+    where the space has neither.
+    """
+    ids = [int(i) for i in image_ids]
+    crops = list(crop_keys) if crop_keys is not None else [FULL] * len(ids)
+    if len(crops) != len(ids):
+        raise ValueError("one crop key per image")
+    rows: dict[tuple[int, str], int] = {}
+    for start in range(0, len(ids), 10000):
+        chunk = ids[start : start + 10000]
+        query = select(ImageEmbedding.image_id, ImageEmbedding.crop_key, ImageEmbedding.row).where(
+            ImageEmbedding.space_id == space.id, ImageEmbedding.image_id.in_(chunk)
+        )
+        rows.update(((i, c), r) for i, c, r in session.execute(query).tuples())
+    picked = [rows.get((i, c), rows.get((i, FULL), -1)) for i, c in zip(ids, crops, strict=True)]
+    found = np.asarray([r >= 0 for r in picked], dtype=np.bool_)
+    vectors = np.zeros((len(ids), space.dim), np.float16)
+    if found.any():
+        wanted = np.asarray(picked, dtype=np.int64)[found]
+        vectors[found] = space_file(root, space).matrix()[wanted]
+    return vectors, found
+
+
+def images_missing_from(session: Session, space: EmbeddingSpace) -> list[int]:
+    """Images embedded (whole) in some other space but not in ``space``, by id.
+
+    What a newly promoted champion in its own space (a fine-tuned backbone's)
+    still has to embed before it can score them.
+    """
+    from sqlalchemy.orm import aliased
+
+    mine = aliased(ImageEmbedding)
+    # NOT EXISTS, not NOT IN: PostgreSQL plans it as a hash anti-join, where a
+    # NOT IN over a million ids that outgrow work_mem runs a subplan per row.
+    in_space = exists().where(
+        mine.space_id == space.id,
+        mine.crop_key == FULL,
+        mine.image_id == ImageEmbedding.image_id,
+    )
+    query = (
+        select(ImageEmbedding.image_id)
+        .where(ImageEmbedding.space_id != space.id, ImageEmbedding.crop_key == FULL, ~in_space)
+        .distinct()
+        .order_by(ImageEmbedding.image_id)
+    )
+    return [int(i) for i in session.scalars(query)]

@@ -197,6 +197,41 @@ def train_head(
     return head, curves
 
 
+def head_from_dense(
+    kernel: NDArray[np.floating],
+    bias: NDArray[np.floating],
+    embeddings: NDArray[np.floating],
+    labels: NDArray[np.integer],
+) -> Head:
+    """The head of a dense softmax layer trained on raw (D,) features (a fine-tuned model's).
+
+    ``kernel`` (D, C) and ``bias`` (C,) act on raw features; the head keeps
+    the standardisation of ``embeddings`` (the training features, (N, D),
+    with ``labels`` in [0, C)) like every other head, so novelty's centroids
+    are measured in the same standardised space, and folds it into the
+    affine map: ``x K + b == ((x - m) / s) (s K) + (b + m K)``.
+    """
+    x = np.asarray(embeddings, dtype=np.float32)
+    y = np.asarray(labels, dtype=np.int64)
+    k = np.asarray(kernel, dtype=np.float64)
+    b = np.asarray(bias, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError("embeddings must be (N, D), N >= 1, with one label each")
+    if k.shape != (x.shape[1], b.shape[0]):
+        raise ValueError(f"kernel {k.shape} does not map {x.shape[1]} features to {b.shape[0]}")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0) + 1e-6
+    centroids, distances = _centroids_and_own_distances((x - mean) / scale, y, b.shape[0])
+    return Head(
+        mean=mean.astype(np.float32),
+        scale=scale.astype(np.float32),
+        weights=(scale.astype(np.float64)[:, None] * k).astype(np.float32),
+        bias=(b + mean.astype(np.float64) @ k).astype(np.float32),
+        centroids=centroids,
+        own_class_distances=distances,
+    )
+
+
 def _softmax_rows(logits: NDArray[np.float32]) -> NDArray[np.float32]:
     """Row-wise softmax, in place (shifted by the row maximum so exp cannot overflow)."""
     logits -= logits.max(axis=1, keepdims=True)

@@ -76,3 +76,38 @@ def pending_count(session: Session) -> int:
         )
         or 0
     )
+
+
+def requeue(session: Session, image_ids: Iterable[int]) -> int:
+    """Make each image's scoring job pending again (a fresh one where it has none).
+
+    For images a new champion cannot score yet (its embedding space lacks
+    them): the sweeper sends them to a worker, which embeds and scores them.
+    Attempts restart from zero; returns how many jobs were requeued.
+    """
+    ids = sorted(set(int(i) for i in image_ids))
+    if not ids:
+        return 0
+    now = datetime.now(UTC)
+    have: set[int] = set()
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        have.update(
+            session.scalars(select(ScoringJob.image_id).where(ScoringJob.image_id.in_(chunk)))
+        )
+        session.execute(
+            update(ScoringJob)
+            .where(ScoringJob.image_id.in_(chunk))
+            .values(
+                status=JobStatus.PENDING.value,
+                enqueued_at=None,
+                attempts=0,
+                last_error=None,
+                updated_at=now,
+            )
+        )
+    session.add_all(
+        ScoringJob(image_id=i, status=JobStatus.PENDING.value) for i in ids if i not in have
+    )
+    session.flush()
+    return len(ids)

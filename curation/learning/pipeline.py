@@ -12,6 +12,7 @@ import numpy as np
 from sqlalchemy import case, func, or_, select, text, update
 
 from curation.db import write_transaction
+from curation.exceptions import ConfigurationError
 from curation.learning import bulk_write, embedding_store, outbox
 from curation.learning.priority import Strategy
 from curation.learning.scoring import (
@@ -22,6 +23,7 @@ from curation.learning.scoring import (
     score_images,
 )
 from curation.learning.selection import typical_picks
+from curation.learning.tuned import backbone_for_space, is_tuned_space
 from curation.models import (
     COLD_START_RANKING,
     COLD_START_STRATEGY,
@@ -59,7 +61,12 @@ def process_batch(
     strategy: Strategy = Strategy.BALANCED,
     random_share: float = 0.05,
 ) -> BatchOutcome:
-    """Idempotent: running it twice for the same ids changes nothing the second time."""
+    """Idempotent: running it twice for the same ids changes nothing the second time.
+
+    Images are always embedded with the configured ``backbone`` (the space
+    the next heads train in); when the champion is a fine-tuned model, also
+    with its backbone, into its own space, where it scores them.
+    """
     paths = LearningPaths.under(runtime.settings.data_dir)
     embedded = embed_missing(runtime.factory, runtime.store, paths, backbone, image_ids)
     good = [i for i in image_ids if i not in embedded.failed]
@@ -67,7 +74,11 @@ def process_batch(
     with runtime.factory() as session:
         current = champion(session)
         model = load_model(session, paths, current.id) if current is not None else None
-    if model is not None and model.space.key == backbone.space_key:
+    if model is not None and model.space.key != backbone.space_key:
+        good = _embed_for_champion(runtime, paths, model.space, good, outcome)
+    if model is not None and (
+        model.space.key == backbone.space_key or is_tuned_space(model.space.key)
+    ):
         outcome.scored = score_images(
             runtime.factory, paths, model, good, strategy=strategy, random_share=random_share
         )
@@ -79,6 +90,33 @@ def process_batch(
         outbox.mark_done(session, good)
         outcome.dead = outbox.mark_failed(session, outcome.failed) if outcome.failed else []
     return outcome
+
+
+def _embed_for_champion(
+    runtime: Runtime,
+    paths: LearningPaths,
+    space: EmbeddingSpace,
+    image_ids: list[int],
+    outcome: BatchOutcome,
+) -> list[int]:
+    """Embed ``image_ids`` into a fine-tuned champion's space; return those that made it.
+
+    Failures are added to ``outcome.failed`` (a champion whose classifier file
+    is gone fails every image, with that message, until it is replaced).
+    """
+    if not image_ids or not is_tuned_space(space.key):
+        return image_ids
+    try:
+        with runtime.factory() as session:
+            tuned = backbone_for_space(session, paths.models, space)
+    except ConfigurationError as error:
+        outcome.failed.update({i: str(error)[:500] for i in image_ids})
+        return []
+    assert tuned is not None
+    more = embed_missing(runtime.factory, runtime.store, paths, tuned, image_ids)
+    outcome.embedded += more.embedded
+    outcome.failed.update(more.failed)
+    return [i for i in image_ids if i not in more.failed]
 
 
 def queue_for_cold_start(runtime: Runtime, image_ids: Sequence[int]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,12 +90,15 @@ def embed_missing(
     *,
     batch_size: int = 32,
     on_batch: Callable[[int], object] | None = None,
+    boxes: Mapping[int, Box] | None = None,
 ) -> EmbedOutcome:
     """Embed every (image, crop) of ``image_ids`` not yet cached in ``backbone``'s space.
 
     The uncropped image is always embedded; where the current label has a
-    box, the crop to the box is embedded too. A file that fails to decode is
-    reported in ``failed`` and does not stop the others.
+    box, the crop to the box is embedded too, and so is the crop to
+    ``boxes[image_id]`` where given (a dataset version's box, which a later
+    label may have moved). A file that fails to decode is reported in
+    ``failed`` and does not stop the others.
     """
     from curation.learning.embed import EmbedInput, embed_images
 
@@ -120,6 +123,9 @@ def embed_missing(
             if image_id in keys
             for key, box in _crops(labels.get(image_id))
         }
+        for image_id, box in (boxes or {}).items():
+            if image_id in keys:
+                plan[(image_id, embedding_store.crop_key(box))] = box
         todo = embedding_store.missing(session, space, list(plan))
         space_id = space.id
     outcome.already_cached = len(plan) - len(todo)

@@ -1,6 +1,7 @@
 """Fine-tuning the top backbone blocks on a version's pixels: the block grouping of each
 supported backbone, which layers train, a tiny end-to-end run (metrics, model file,
-progress and cancel), the registry's refusal to promote it, and the CLI."""
+its own embedding space, progress and cancel), judging, promoting and scoring with
+it against a head on the original backbone, and the CLI."""
 
 from __future__ import annotations
 
@@ -18,9 +19,22 @@ from curation import training_runs as runs
 from curation.cli import main
 from curation.exceptions import Conflict, RejectedInput
 from curation.labels import append_label
+from curation.learning import embedding_store
 from curation.learning.backbones import load_backbone
-from curation.learning.scoring import LearningPaths
-from curation.models import LandmarkClass, ModelVersion, RunTrigger
+from curation.learning.decode import decode_for_model
+from curation.learning.pipeline import process_batch
+from curation.learning.scoring import LearningPaths, embed_missing, load_model
+from curation.models import (
+    AuditEntry,
+    EmbeddingSpace,
+    Image,
+    ImageEmbedding,
+    LandmarkClass,
+    ModelVersion,
+    RunTrigger,
+    ScoringJob,
+)
+from curation.prediction import predict
 from datasets.finetune import (
     FINE_TUNED,
     backbone_blocks,
@@ -192,40 +206,42 @@ def test_fine_tune_writes_a_candidate_with_metrics_and_a_model_file(runtime, bui
         assert model.settings["augmentation"]["flip"] == "horizontal"
         assert model.settings["backbone"] == BACKBONE and model.settings["weights"] == WEIGHTS
         assert model.metrics["test"] == test
+        assert set(model.metrics["test_from_pixels"]) >= {"accuracy", "per_class"}
         assert model.metrics["epochs_run"] == len(model.metrics["curves"]["loss"]) == 2
         assert runs.get_run(session, run_id).status == "succeeded"
-        artifact = paths.models / model.artifact_key
-    assert artifact.name.endswith(".keras") and artifact.is_file()
+        space = session.get_one(EmbeddingSpace, model.space_id)
+        classifier_file = paths.models / model.settings["backbone_artifact"]
+        # Every image, and the crop of every boxed entry, in the fine-tuned space.
+        in_space = set(
+            session.execute(
+                select(ImageEmbedding.image_id, ImageEmbedding.crop_key).where(
+                    ImageEmbedding.space_id == space.id
+                )
+            ).tuples()
+        )
+        images = list(session.scalars(select(Image).order_by(Image.id)))
+    assert space.key.startswith(f"{BACKBONE}:tuned:") and model.settings["space"] == space.key
+    assert {i for i, crop in in_space if crop == "full"} == {image.id for image in images}
+    assert len(in_space) == len(images) + sum(1 for j in range(PER_CLASS) if j % 3 == 0) * 2
+    assert model.artifact_key.endswith(".npz") and classifier_file.name.endswith(".keras")
 
     # The saved model: the top 2 blocks (BatchNorm frozen) and the head train, nothing else.
-    saved = keras.models.load_model(artifact)
+    saved = keras.models.load_model(classifier_file)
     backbone = next(layer for layer in saved.layers if isinstance(layer, keras.Model))
     trainable = {layer.name for layer in backbone.layers if layer.trainable}
     assert "conv_pw_13" in trainable and "conv_dw_12" in trainable
     assert "conv_pw_11" not in trainable and "conv_pw_13_bn" not in trainable
     assert saved.get_layer("head").trainable
-    pixels = np.zeros((1, 224, 224, 3), np.float32)
-    assert np.allclose(np.asarray(saved(pixels)).sum(), 1.0, atol=1e-5)
 
-    # The registry refuses to judge, promote or rescore with it; compare uses stored metrics.
-    with runtime.factory() as session, session.begin():
-        with pytest.raises(Conflict, match="fine-tuned"):
-            registry.promote(session, model.id, actor="t", reason="try", now=_now())
-        with pytest.raises(Conflict, match="re-embedding the pool"):
-            registry.evaluate_gate(
-                session, paths, model.id, max_class_drop=5, min_new_class_recall=0.5
-            )
-        with pytest.raises(Conflict, match="fine-tuned"):
-            registry.promote_through_gate(
-                session, paths, model.id, actor="t", reason="x", now=_now(),
-                max_class_drop=5, min_new_class_recall=0.5, override=True,
-            )  # fmt: skip
-        with pytest.raises(Conflict, match="fine-tuned"):
-            registry.rollback(session, model.id, actor="t", reason="x", now=_now())
-        compared = registry.compare(session, paths, model.id, model.id)
-        assert "fine-tuned" in compared["note"] and compared["a"]["accuracy"] == test["accuracy"]
-    with pytest.raises(Conflict, match="fine-tuned"):
-        registry.rescore(runtime.factory, paths, model.id)
+    # The head over the cached embeddings answers as the classifier does on the pixels.
+    image = images[1]  # j == 1: not boxed
+    pixels = decode_for_model(runtime.store.path_for(image.storage_key), size=224, box=None)
+    from_pixels = np.asarray(saved(pixels[np.newaxis].astype(np.float32), training=False))[0]
+    with runtime.factory() as session:
+        cached = load_model(session, paths, model.id)
+        ids, vectors = embedding_store.load(session, paths.embeddings, cached.space)
+    from_cache = cached.head.predict_proba(vectors[list(ids).index(image.id)][np.newaxis])[0]
+    assert np.allclose(from_cache, from_pixels, atol=0.02), (from_cache, from_pixels)
 
 
 def test_a_cancel_during_the_head_phase_stops_before_fine_tuning(runtime, built) -> None:
@@ -261,24 +277,7 @@ def test_options_and_the_head_training_refuse_fine_tuning_options(runtime) -> No
         )  # fmt: skip
 
 
-def test_cli_fine_tunes_and_does_not_promote(runtime, built, monkeypatch) -> None:
-    """The command's wiring (the training itself is the test above, not run twice)."""
-    import datasets.finetune
-
-    calls: list[dict[str, object]] = []
-
-    def fake(factory, paths, store, **kwargs):
-        calls.append(kwargs)
-        return datasets.finetune.FineTuneOutcome(
-            model_version_id=7, dataset_version="v1", run_id=kwargs["run_id"], classes=2,
-            images={"train": 14, "validation": 3, "test": 3}, unfrozen_blocks=["13"],
-            trainable_batchnorm=kwargs["trainable_batchnorm"],
-            test_metrics={"accuracy": 0.5, "top5_accuracy": 1.0,
-                          "expected_calibration_error": 0.1},
-            artifact_key="x.keras", notes=["re-embedding ... is not implemented"],
-        )  # fmt: skip
-
-    monkeypatch.setattr(datasets.finetune, "fine_tune_on_version", fake)
+def test_cli_fine_tunes_judges_and_promotes(runtime, built) -> None:
     env = {
         "CURATION_ENV": "test",
         "CURATION_DATA_DIR": str(runtime.settings.data_dir),
@@ -292,15 +291,110 @@ def test_cli_fine_tunes_and_does_not_promote(runtime, built, monkeypatch) -> Non
     refused = runner.invoke(main, ["train", "--augment"], env=env)
     assert refused.exit_code == 2 and "--fine-tune-blocks" in refused.output
     args = ["train", "--dataset", "v1", "--fine-tune-blocks", "1", "--trainable-batchnorm",
-            "--augment", "--epochs", "3", "--seed", "5"]  # fmt: skip
-    result = runner.invoke(main, [*args, "--json"], env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
-    assert payload["model_version_id"] == 7 and payload["run_id"] is not None
-    (call,) = calls
-    assert call["backbone"] == BACKBONE and call["weights"] == WEIGHTS
-    assert (call["blocks"], call["epochs"], call["seed"], call["version_ref"]) == (1, 3, 5, "v1")
-    assert call["trainable_batchnorm"] is True and call["augment"] is True
+            "--augment", "--epochs", "1", "--seed", "5"]  # fmt: skip
+    kept = runner.invoke(main, [*args, "--no-promote", "--json"], env=env, catch_exceptions=False)
+    assert kept.exit_code == 0, kept.output
+    payload = json.loads(kept.output)
+    assert payload["promoted"] is False and payload["gate"]["passed"] is True
+    assert "not promoted: --no-promote" in payload["notes"]
     human = runner.invoke(main, args, env=env, catch_exceptions=False)
+    assert human.exit_code == 0, human.output
     assert "fine-tuned blocks 13 with trainable BatchNorm" in human.output
-    assert "accuracy 0.500" in human.output and "not implemented" in human.output
+    assert "gate passed: no champion to beat" in human.output
+    assert "promoted to champion; 20 images rescored" in human.output
+    with runtime.factory() as session:
+        models = list(session.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+        assert [m.status for m in models] == ["candidate", "champion"]
+        assert models[1].settings["trainable_batchnorm"] is True and models[1].seed == 5
+        assert models[1].settings["augmentation"] is not None
+        assert models[0].space_id != models[1].space_id  # each fine-tuned backbone its own space
+
+
+def test_a_fine_tuned_model_is_judged_promoted_and_scores_the_queue(runtime, built) -> None:
+    """Against a head on the original backbone, both ways: the gate across spaces,
+    promotion (with images its space lacks sent back to the workers), worker batches
+    embedding into the champion's space, a full rescoring, prediction, rollback."""
+    paths = _paths(runtime)
+    base = load_backbone(BACKBONE, WEIGHTS)
+    with runtime.factory() as session:
+        ids = list(session.scalars(select(Image.id).order_by(Image.id)))
+    embed_missing(runtime.factory, runtime.store, paths, base, ids)
+    head = train_on_version(runtime.factory, paths, version_ref="v1", space_key=base.space_key)
+    with runtime.factory() as session, session.begin():
+        registry.promote(session, head.model_version_id, actor="t", reason="first", now=_now())
+    tuned = _fine_tune(runtime).model_version_id
+
+    # An image that arrives after the run re-embedded the store: only the base space has it.
+    with runtime.factory() as session, session.begin():
+        late = add_image(session, runtime.store, jpeg(999, 48, 40)).id
+        session.add(ScoringJob(image_id=late, status="done"))
+    embed_missing(runtime.factory, runtime.store, paths, base, [late])
+
+    with runtime.factory() as session, session.begin():
+        verdict = registry.evaluate_gate(
+            session, paths, tuned, max_class_drop=100, min_new_class_recall=0.0
+        )
+        assert (
+            verdict.champion is not None
+            and verdict.champion.model_version_id == head.model_version_id
+        )
+        assert verdict.checks[0].name == "accuracy"
+        registry.promote_through_gate(
+            session, paths, tuned, actor="t", reason="fine-tuned", now=_now(),
+            max_class_drop=100, min_new_class_recall=0.0, override=True,
+        )  # fmt: skip
+    with runtime.factory() as session:
+        assert registry.current_champion(session).id == tuned
+        job = session.scalars(select(ScoringJob).where(ScoringJob.image_id == late)).one()
+        assert job.status == "pending" and job.enqueued_at is None
+        audit = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "model.promote")
+        ).all()[-1]
+        assert audit.details["requeued_for_embedding"] == 1
+
+    # A worker's batch embeds the late image into the champion's space and scores it there.
+    outcome = process_batch(runtime, base, [late])
+    assert outcome.failed == {} and outcome.scored == 1 and outcome.embedded == 1
+    with runtime.factory() as session:
+        space = session.get_one(EmbeddingSpace, session.get_one(ModelVersion, tuned).space_id)
+        assert late in embedding_store.load(session, paths.embeddings, space)[0].tolist()
+    assert registry.rescore(runtime.factory, paths, tuned) == len(ids) + 1
+
+    # The prediction API embeds with the champion's own backbone.
+    with runtime.factory() as session:
+        answer = predict(
+            session, paths, jpeg(5, 48, 40), backbone=BACKBONE, weights=WEIGHTS,
+            max_bytes=10**7, max_pixels=10**7,
+        )  # fmt: skip
+    assert answer.model_version_id == tuned and len(answer.guesses) == 2
+
+    # The other way round: the head judged against the fine-tuned champion, then restored.
+    with runtime.factory() as session, session.begin():
+        back = registry.evaluate_gate(
+            session, paths, head.model_version_id, max_class_drop=100, min_new_class_recall=0.0
+        )
+        assert back.champion is not None and back.champion.model_version_id == tuned
+        compared = registry.compare(session, paths, head.model_version_id, tuned)
+        assert len(compared["evaluations"]) == 2 and "note" not in compared
+        registry.rollback(session, head.model_version_id, actor="t", reason="back", now=_now())
+    with runtime.factory() as session:
+        assert registry.current_champion(session).id == head.model_version_id
+
+
+def test_a_model_kept_only_as_a_keras_file_is_refused(runtime) -> None:
+    with runtime.factory() as session, session.begin():
+        space = embedding_store.get_or_create_space(
+            session, key=f"{BACKBONE}:none", backbone=BACKBONE, weights_id="none", dim=256
+        )
+        old = ModelVersion(
+            space_id=space.id, class_ids=[1, 2], artifact_key="old.keras", seed=0,
+            settings={"kind": FINE_TUNED}, metrics={}, status="candidate",
+        )  # fmt: skip
+        session.add(old)
+        session.flush()
+        with pytest.raises(Conflict, match="Fine-tune again"):
+            registry.promote(session, old.id, actor="t", reason="try", now=_now())
+        with pytest.raises(Conflict, match="no head over an embedding space"):
+            registry.evaluate_gate(
+                session, _paths(runtime), old.id, max_class_drop=5, min_new_class_recall=0.5
+            )

@@ -4,6 +4,7 @@ import multiprocessing
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -94,3 +95,43 @@ def test_sample_reads_full_images_only_and_counts_them(db_session: Session, tmp_
     empty = es.get_or_create_space(db_session, key="e:none", backbone="e", weights_id="none", dim=4)
     vectors, count = es.sample(db_session, tmp_path, empty)
     assert count == 0 and vectors.shape == (0, 4)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_missing_images_lookup_and_requeue_across_spaces(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """What a champion in a new space (a fine-tuned backbone's) still lacks, how the gate
+    reads a split's crops there, and the outbox taking the lacking images back."""
+    from curation.learning import outbox
+    from curation.models import JobStatus, ScoringJob
+
+    runtime = request.getfixturevalue("runtime" if database == "sqlite" else "pg_runtime")
+    with runtime.factory() as session, session.begin():
+        ids = _images(session, 4)
+        base = es.get_or_create_space(session, key="m:none", backbone="m", weights_id="none", dim=2)
+        tuned = es.get_or_create_space(
+            session, key="m:tuned:ab", backbone="m", weights_id="tuned:ab", dim=2
+        )
+        whole = [(i, es.FULL) for i in ids]
+        es.record(session, tmp_path, base, whole, np.ones((4, 2)))
+        # The tuned space has images 0 and 1 whole, and a crop of image 2 only.
+        crop = es.crop_key((1.0, 2.0, 3.0, 4.0))
+        es.record(session, tmp_path, tuned, [*whole[:2], (ids[2], crop)],
+                  np.asarray([[1, 0], [2, 0], [3, 0]], np.float32))  # fmt: skip
+        session.add(ScoringJob(image_id=ids[2], status=JobStatus.DEAD.value, attempts=3))
+        assert es.images_missing_from(session, tuned) == ids[2:]
+        assert es.images_missing_from(session, base) == []
+        assert es.image_ids_in(session, "m:tuned:ab") == ids[:2]
+        vectors, found = es.lookup(
+            session, tmp_path, tuned, [ids[1], ids[2], ids[0], ids[3]], [crop, crop, "full", crop]
+        )
+        # Image 1 falls back to its whole image; image 3 is in neither form.
+        assert found.tolist() == [True, True, True, False]
+        assert vectors[:, 0].tolist() == [2.0, 3.0, 1.0, 0.0]
+        assert outbox.requeue(session, es.images_missing_from(session, tuned)) == 2
+    with runtime.factory() as session:
+        jobs = {j.image_id: j for j in session.scalars(select(ScoringJob))}
+    assert sorted(jobs) == ids[2:]
+    assert all(j.status == "pending" and j.attempts == 0 and j.enqueued_at is None
+               for j in jobs.values())  # fmt: skip

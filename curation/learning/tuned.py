@@ -1,0 +1,123 @@
+"""Fine-tuned backbones as embedding spaces of their own.
+
+A fine-tuned model (:mod:`datasets.finetune`) changes the backbone, so the
+embeddings cached with the original one no longer describe what it sees.
+The platform therefore treats its backbone as a new embedding space:
+
+* the features it feeds its dense softmax (the classifier's input to its
+  ``head_dropout`` layer) are the embeddings of a space keyed
+  ``"<backbone>:tuned:<first 16 hex digits of the SHA-256 of the .keras
+  file>"``, so two fine-tuned models never share one by accident;
+* every image is embedded once more into that space (the fine-tuning run
+  does it before it registers the model; workers embed later arrivals into
+  the champion's space as well as the configured one);
+* the dense layer becomes an ordinary :class:`~curation.learning.head.Head`
+  over that space (:func:`curation.learning.head.head_from_dense`), so the
+  gate, rescoring, novelty and the label-error scores work on it exactly as
+  on a head trained on cached embeddings.
+
+The whole classifier stays in the store as ``<artifact>.keras``
+(``ModelVersion.settings["backbone_artifact"]``); :func:`load_tuned_backbone`
+cuts the feature model out of it. Artifacts are never rewritten (their
+names are random), so a process keeps a loaded one for its lifetime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from sqlalchemy import select
+
+from curation.exceptions import ConfigurationError
+from curation.learning.backbones import LoadedBackbone, get_spec
+
+if TYPE_CHECKING:
+    import keras
+    from sqlalchemy.orm import Session
+
+    from curation.models import EmbeddingSpace
+
+TUNED_PREFIX: Final = "tuned:"  # weights ids (and so space keys) of fine-tuned backbones
+FEATURE_LAYER: Final = "head_dropout"  # its input is what the dense softmax reads
+DENSE_LAYER: Final = "head"
+
+
+def tuned_weights_id(path: Path) -> str:
+    """``"tuned:<first 16 hex digits of the SHA-256 of the saved classifier>"``."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{TUNED_PREFIX}{digest.hexdigest()[:16]}"
+
+
+def is_tuned_space(space_key: str) -> bool:
+    """Whether a space key names a fine-tuned backbone's space."""
+    _, _, weights_id = space_key.partition(":")
+    return weights_id.startswith(TUNED_PREFIX)
+
+
+def _passthrough(pixels: object) -> object:
+    return pixels
+
+
+def feature_backbone(
+    classifier: keras.Model, backbone_name: str, weights_id: str
+) -> LoadedBackbone:
+    """The classifier cut before its head: uint8 pixels -> the features its softmax reads.
+
+    The classifier scales its own input (:func:`datasets.finetune.build_classifier`),
+    so the spec's preprocessing passes pixels through.
+    """
+    import keras
+
+    try:
+        features = classifier.get_layer(FEATURE_LAYER).input
+    except ValueError as error:
+        raise ConfigurationError(
+            f"the saved classifier has no {FEATURE_LAYER!r} layer: not a fine-tuned model"
+            " written by this platform"
+        ) from error
+    model = keras.Model(classifier.inputs, features, name=f"{classifier.name}_features")
+    spec = get_spec(backbone_name)
+    spec = dataclasses.replace(spec, dim=int(features.shape[-1]), preprocess=_passthrough)
+    return LoadedBackbone(spec=spec, model=model, weights_id=weights_id)
+
+
+@lru_cache(maxsize=4)
+def load_tuned_backbone(path: Path, backbone_name: str) -> LoadedBackbone:
+    """The feature backbone of the classifier saved at ``path`` (cached per process)."""
+    import keras
+
+    if not path.is_file():
+        raise ConfigurationError(f"the fine-tuned model file {path} is missing from the store")
+    classifier = keras.models.load_model(path, compile=False)
+    return feature_backbone(classifier, backbone_name, tuned_weights_id(path))
+
+
+def backbone_for_space(
+    session: Session, models_dir: Path, space: EmbeddingSpace
+) -> LoadedBackbone | None:
+    """The fine-tuned backbone that embeds into ``space``; None for an ordinary space.
+
+    Raises ``ConfigurationError`` when the space is a fine-tuned one but no
+    model version names its classifier file (or the file is gone).
+    """
+    from curation.models import ModelVersion
+
+    if not is_tuned_space(space.key):
+        return None
+    for version in session.scalars(
+        select(ModelVersion).where(ModelVersion.space_id == space.id).order_by(ModelVersion.id)
+    ):
+        artifact = (version.settings or {}).get("backbone_artifact")
+        if artifact:
+            return load_tuned_backbone(models_dir / str(artifact), space.backbone)
+    raise ConfigurationError(
+        f"embedding space {space.key} belongs to a fine-tuned backbone, but no model version"
+        " records its classifier file"
+    )
