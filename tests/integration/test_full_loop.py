@@ -149,3 +149,49 @@ def test_ingest_score_snapshot_retrain_promote_rescore_through_a_worker(tmp_path
             .where(ImageScore.model_version_id == model.id)
         )
         assert rescored == total
+
+    # Fine-tune, promote the fine-tuned model, then let the worker take new crawl
+    # images: it embeds them with the champion's own backbone too and scores them there.
+    from datetime import UTC, datetime
+
+    from curation import registry
+    from curation.learning.scoring import LearningPaths
+    from datasets.finetune import fine_tune_on_version
+
+    paths = LearningPaths.under(settings.data_dir)
+    tuned = fine_tune_on_version(
+        runtime.factory, paths, runtime.store, version_ref="latest", backbone=BACKBONE,
+        weights="none", blocks=1, epochs=1, patience=1, batch_size=8,
+    )  # fmt: skip
+    with runtime.factory() as session, session.begin():
+        registry.promote_through_gate(
+            session, paths, tuned.model_version_id, actor="test", reason="fine-tuned",
+            now=datetime.now(UTC), max_class_drop=100, min_new_class_recall=0.0, override=True,
+        )  # fmt: skip
+    more = tmp_path / "more"
+    more.mkdir()
+    for i in range(4):
+        (more / f"m{i}.jpg").write_bytes(jpeg(9500 + i))
+    summary = IngestSummary()
+    IngestRunner(runtime.factory, runtime.store, runtime.settings).run(
+        crawl_items(more, crawler="bot", manifest=None, summary=summary),
+        actor="test", action="t", summary=summary, parallel=False,
+    )  # fmt: skip
+    assert not summary.rejected
+
+    def scored_by_tuned() -> int:
+        with runtime.factory() as session:
+            return int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(ImageScore)
+                    .where(ImageScore.model_version_id == tuned.model_version_id)
+                )
+                or 0
+            )
+
+    with running_worker(env, log, queues="default,scoring,training", name="loop2"):
+        app.send_task("curation.scoring.sweep_outbox", queue="default")
+        _wait(lambda: scored() == total + 4, 240, "the new images scored", log)
+    assert scored_by_tuned() == 4  # the run re-embedded the rest; nothing rescored them yet
+    assert registry.rescore(runtime.factory, paths, tuned.model_version_id) == total + 4
