@@ -38,7 +38,6 @@ from sqlalchemy import (
     String,
     cast,
     delete,
-    exists,
     func,
     insert,
     literal,
@@ -63,7 +62,6 @@ from curation.models import (
     ClassStatus,
     EmbeddingSpace,
     Image,
-    ImageEmbedding,
     ImageSource,
     Label,
     LabelVerdict,
@@ -805,16 +803,11 @@ def _labelled_images(session: Session, class_id: int) -> tuple[IntArray, IntArra
 
 
 def _space(session: Session) -> EmbeddingSpace | None:
-    """The champion model's embedding space, else the newest one with embeddings."""
+    """The champion model's embedding space, else the newest shared one with embeddings."""
     current = champion(session)
     if current is not None:
         return session.get(EmbeddingSpace, current.space_id)
-    return session.scalars(
-        select(EmbeddingSpace)
-        .where(exists().where(ImageEmbedding.space_id == EmbeddingSpace.id))
-        .order_by(EmbeddingSpace.id.desc())
-        .limit(1)
-    ).first()
+    return embedding_store.newest_shared_space(session, with_rows=True)
 
 
 def _grouping(

@@ -22,7 +22,7 @@ from curation.exceptions import ConfigurationError, NotFound, RejectedInput
 from curation.learning.backbones import LoadedBackbone, configured_space_key, load_backbone
 from curation.learning.decode import UndecodableImage, decode_for_model
 from curation.learning.scoring import LearningPaths, LoadedModel, champion, load_model
-from curation.learning.tuned import backbone_for_space
+from curation.learning.tuned import backbone_for_space, is_tuned_space
 from curation.models import ClassAlias, LandmarkClass
 from curation.validation import decode_untrusted
 
@@ -128,14 +128,20 @@ def predict(
     decode_untrusted(image_bytes, max_bytes=max_bytes, max_pixels=max_pixels)
     model = _champion_model(session, paths)
     # A fine-tuned champion embeds with its own backbone (built once per process).
-    tuned = backbone_for_space(session, paths.models, model.space)
-    if tuned is None and model.space.key != configured_space_key(backbone, weights):
+    tuned = is_tuned_space(model.space.key)
+    if not tuned and model.space.key != configured_space_key(backbone, weights):
         raise ConfigurationError(
             f"the champion was trained on {model.space.key} embeddings, but the configured"
             f" backbone is {configured_space_key(backbone, weights)}"
         )
     if embedder is None:
-        loaded = tuned or shared_backbone(backbone, weights)
+        if tuned:
+            with _lock:  # one load for concurrent first requests
+                found = backbone_for_space(session, paths.models, model.space)
+            assert found is not None
+            loaded = found
+        else:
+            loaded = shared_backbone(backbone, weights)
         size, embedder = loaded.spec.input_size, loaded.embed_batch
     else:
         from curation.learning.backbones import get_spec

@@ -145,7 +145,7 @@ def _space_for_diversity(session: Session) -> EmbeddingSpace | None:
     current = champion(session)
     if current is not None:
         return session.get(EmbeddingSpace, current.space_id)
-    return session.scalars(select(EmbeddingSpace).order_by(EmbeddingSpace.id.desc())).first()
+    return embedding_store.newest_shared_space(session)
 
 
 @dataclass(frozen=True)

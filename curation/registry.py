@@ -253,12 +253,15 @@ def evaluate_gate(
         return GateResult(challenger_id, None, True, [check], mine)
     champion_test, lacking = _in_space_of(session, paths, champion, challenger, test)
     if lacking:
+        # Put them back in the outbox: the workers embed into the champion's space.
+        outbox.requeue(session, lacking)
         check = GateCheck(
             "embedding_space",
             False,
-            f"champion {champion.id} embeds in another space, which lacks {lacking} of the"
-            f" {len(test.image_ids)} test images: let the workers embed them"
-            " (`curation score`), then judge again",
+            f"champion {champion.id} embeds in another space, which lacks {len(lacking)} of"
+            f" the {len(test.image_ids)} test images (ids {', '.join(map(str, lacking[:10]))}"
+            f"{', ...' if len(lacking) > 10 else ''}): they are back in the scoring outbox;"
+            " judge again once the workers (or `curation score`) have embedded them",
         )
         return GateResult(challenger_id, champion.id, False, [check], mine)
     theirs = evaluate_on(
@@ -304,22 +307,22 @@ def _in_space_of(
     model: ModelVersion,
     owner: ModelVersion,
     test: FrozenSplit,
-) -> tuple[FrozenSplit, int]:
-    """``owner``'s frozen split as ``model`` sees it, and how many images it cannot see.
+) -> tuple[FrozenSplit, list[int]]:
+    """``owner``'s frozen split as ``model`` sees it, and the images it cannot see.
 
     The same split where both share an embedding space; otherwise ``model``'s
     own cached embeddings of the same images and crops (the whole image where
     a crop was never embedded in its space).
     """
     if model.space_id == owner.space_id:
-        return test, 0
+        return test, []
     space = session.get_one(EmbeddingSpace, model.space_id)
     crops = None if test.crop_keys is None else [str(c) for c in test.crop_keys]
     vectors, found = embedding_store.lookup(
         session, paths.embeddings, space, test.image_ids.tolist(), crops
     )
     seen = FrozenSplit(test.image_ids, test.class_ids, vectors, test.crop_keys)
-    return seen, int((~found).sum())
+    return seen, [int(i) for i in test.image_ids[~found]]
 
 
 def compare(session: Session, paths: LearningPaths, a_id: int, b_id: int) -> dict[str, Any]:
@@ -339,7 +342,7 @@ def compare(session: Session, paths: LearningPaths, a_id: int, b_id: int) -> dic
         if test is None:
             continue
         seen = [_in_space_of(session, paths, m, owner, test) for m in (a, b)]
-        lacking = max(count for _, count in seen)
+        lacking = max(len(ids) for _, ids in seen)
         if lacking:
             payload["note"] = (
                 f"different embedding spaces, and one lacks {lacking} of the test images:"
@@ -529,11 +532,24 @@ def rescore(
     strategy: Strategy = Strategy.BALANCED,
     random_share: float = 0.05,
 ) -> int:
-    """Rescore every cached embedding with ``version_id`` (after the promoting commit)."""
+    """Rescore every cached embedding with ``version_id`` (after the promoting commit).
+
+    Workers keep scoring new images meanwhile, and a full rescoring rewrites
+    the ranking from what it read: images mapped into the space after that
+    read are scored again once it is written, and images the space still
+    lacks go back to the outbox. Returns the number of images scored in all.
+    """
     with factory() as session:
         refuse_pixel_only(get_version(session, version_id), "rescore the queue")
         model = load_model(session, paths, version_id)
-    return score_images(factory, paths, model, strategy=strategy, random_share=random_share)
+        before = embedding_store.last_row(session, model.space)
+    scored = score_images(factory, paths, model, strategy=strategy, random_share=random_share)
+    with factory() as session, session.begin():
+        late = embedding_store.image_ids_after(session, model.space, before)
+        outbox.requeue(session, embedding_store.images_missing_from(session, model.space))
+    if late:
+        score_images(factory, paths, model, late, strategy=strategy, random_share=random_share)
+    return scored
 
 
 # --- listing --------------------------------------------------------------------------
@@ -555,6 +571,7 @@ def model_dict(version: ModelVersion, *, full: bool = False) -> dict[str, Any]:
         "training_run_id": version.training_run_id,
         "classes": len(version.class_ids),
         "seed": version.seed,
+        "fine_tuned": is_fine_tuned(version),
         "accuracy": test.get("accuracy", metrics.get("cross_validated_accuracy")),
         "top5_accuracy": test.get("top5_accuracy"),
         "expected_calibration_error": test.get("expected_calibration_error"),

@@ -19,8 +19,9 @@ own (:mod:`curation.learning.tuned`):
 3. every image the platform has embedded, and every entry of the version
    (with the crop to its box), is embedded once more with the fine-tuned
    backbone (the longest phase on a large store: it reports progress and
-   honours a cancel between chunks; embeddings already made are kept, so
-   nothing is embedded twice within the space);
+   honours a cancel between chunks; the space is keyed by this run's
+   classifier, so a run that stops leaves a partial space no model uses,
+   and a new run embeds into a new one);
 4. the dense softmax becomes a head over that space
    (:func:`curation.learning.head.head_from_dense`), measured on the
    version's test split from those cached embeddings (what the gate sees),
@@ -68,6 +69,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from curation import registry, training_runs
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
     import keras
 
 FINE_TUNED: Final = "fine_tuned"  # ModelVersion.settings["kind"]
+REEMBED_CHUNK = 5_000  # images per embed_missing call while re-embedding the store
 STEM: Final = "stem"
 
 # Family -> the pattern whose first group names a layer's block.
@@ -468,10 +471,13 @@ def _fine_tune(
     tuned = feature_backbone(
         model, loaded.spec.name, tuned_weights_id(paths.models / classifier_artifact)
     )
-    embedded = _embed_into(factory, paths, store, tuned, loaded.space_key, manifest, beat)
-    head_model = _head_in_space(
-        factory, paths, tuned.space_key, manifest, model, class_ids, seed=seed
+    embedded = _embed_into(
+        factory, paths, store, tuned, loaded.space_key, manifest, beat, crop=crop
     )
+    head_model = _head_in_space(
+        factory, paths, tuned.space_key, loaded.space_key, manifest, model, class_ids,
+        seed=seed, crop=crop,
+    )  # fmt: skip
     curves = {k: head_curves.get(k, []) + tune_curves.get(k, []) for k in head_curves}
     images = head_model.images | {
         "validation_used_for_stopping": n_validation,
@@ -520,6 +526,7 @@ def _fine_tune(
                 "images": images,
                 "full_image_for_box": head_model.full_image_for_box,
                 "label_issues_flagged": head_model.label_issues_flagged,
+                "label_issues_space": head_model.label_issues_space,
                 "training_images": images["train"],
                 "curves": curves,
                 "epochs_run": len(next(iter(curves.values()), [])),
@@ -556,12 +563,15 @@ def _embed_into(
     base_space_key: str,
     manifest: Manifest,
     beat: _Heartbeat,
+    *,
+    crop: bool,
 ) -> EmbedOutcome:
     """Embed every image of the base space and every entry of the version into ``tuned``'s space.
 
-    Chunk by chunk, each recorded in its own transaction, beating progress
-    (a cancel stops between chunks; what was recorded stays, and is not
-    embedded again).
+    ``REEMBED_CHUNK`` images at a time (each sub-chunk recorded in its own
+    transaction, beating progress; a cancel stops between them). A run
+    that stops leaves a partial space of its own: its key is the hash of
+    this run's classifier, so a new run starts a new space.
     """
     with factory() as session:
         ids = set(embedding_store.image_ids_in(session, base_space_key))
@@ -569,21 +579,24 @@ def _embed_into(
     boxes = {
         int(image_id): (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
         for image_id, b in zip(manifest.image_ids, manifest.boxes, strict=True)
-        if not np.isnan(b).any()
+        if crop and not np.isnan(b).any()
     }
     todo = sorted(ids)
-    done = 0
-    total = len(todo) + len(boxes)  # at most: crops of unboxed labels come on top, rarely
+    outcome = EmbedOutcome()
     message = f"phase 3: embedding {len(todo)} images with the fine-tuned backbone"
     beat.beat(0.72, message, force=True)
-
-    def on_batch(count: int) -> None:
-        nonlocal done
-        done += count
-        share = min(done / max(total, 1), 1.0)
-        beat.beat(0.72 + 0.23 * share, f"{message}: {done} images and crops done")
-
-    return embed_missing(factory, store, paths, tuned, todo, boxes=boxes, on_batch=on_batch)
+    for start in range(0, len(todo), REEMBED_CHUNK):
+        chunk = todo[start : start + REEMBED_CHUNK]
+        part = embed_missing(
+            factory, store, paths, tuned, chunk,
+            boxes={i: boxes[i] for i in chunk if i in boxes},
+        )  # fmt: skip
+        outcome.embedded += part.embedded
+        outcome.already_cached += part.already_cached
+        outcome.failed.update(part.failed)
+        done = start + len(chunk)
+        beat.beat(0.72 + 0.23 * done / len(todo), f"{message}: {done} done", force=True)
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -593,23 +606,41 @@ class _SpaceHead:
     images: dict[str, int]
     full_image_for_box: int
     label_issues_flagged: int
+    label_issues_space: str
 
 
 def _head_in_space(
     factory: sessionmaker[Session],
     paths: LearningPaths,
     space_key: str,
+    base_space_key: str,
     manifest: Manifest,
     classifier: keras.Model,
     class_ids: list[int],
     *,
     seed: int,
+    crop: bool,
 ) -> _SpaceHead:
     """The classifier's dense softmax as a head over its space, measured, kept and judged
-    as :func:`datasets.training.train_on_version` keeps a head."""
+    as :func:`datasets.training.train_on_version` keeps a head.
+
+    The label-issue scores come from the base space where it holds the train
+    split: the fine-tuned backbone learnt those very labels, wrong ones
+    included, so its own out-of-sample probabilities would not be.
+    """
     with factory() as session:
         space = session.get_one(EmbeddingSpace, embedding_store.space_id_of(session, space_key))
-        data = version_embeddings(session, paths, space, manifest)
+        data = version_embeddings(session, paths, space, manifest, crop=crop)
+        base_id = session.scalar(
+            select(EmbeddingSpace.id).where(EmbeddingSpace.key == base_space_key)
+        )
+        base = (
+            version_embeddings(
+                session, paths, session.get_one(EmbeddingSpace, base_id), manifest, crop=crop
+            )
+            if base_id is not None
+            else None
+        )
     position = {class_id: k for k, class_id in enumerate(class_ids)}
     index = np.asarray([position.get(int(c), -1) for c in data.class_ids], dtype=np.int64)
     train = (data.splits == int(Split.TRAIN)) & (index >= 0)
@@ -632,15 +663,30 @@ def _head_in_space(
             crop_keys=data.crop_keys[test],
         ),
     )
-    flagged = write_label_issues(paths, artifact, data.image_ids[train], x[train], index[train],
-                                 len(class_ids), seed)  # fmt: skip
+    issues_from = data
+    if base is not None:
+        train_ids = set(data.image_ids[train].tolist())
+        base_train = np.isin(base.image_ids, list(train_ids))
+        if int(base_train.sum()) == len(train_ids):
+            issues_from = base
+    issue_rows = np.isin(issues_from.image_ids, data.image_ids[train])
+    issue_index = np.asarray(
+        [position[int(c)] for c in issues_from.class_ids[issue_rows]], dtype=np.int64
+    )
+    flagged = write_label_issues(
+        paths, artifact, issues_from.image_ids[issue_rows], issues_from.embeddings[issue_rows],
+        issue_index, len(class_ids), seed,
+    )  # fmt: skip
     images = {
         "train": int(train.sum()),
         "validation": int((data.splits == int(Split.VALIDATION)).sum()),
         "test": int(test.sum()),
         "missing_embeddings": len(data.missing),
     }
-    return _SpaceHead(artifact, test_metrics, images, data.full_image_for_box, flagged)
+    issues_space = base_space_key if issues_from is base else space_key
+    return _SpaceHead(
+        artifact, test_metrics, images, data.full_image_for_box, flagged, issues_space
+    )
 
 
 def _restricted(

@@ -124,16 +124,25 @@ class VersionEmbeddings:
     embeddings: NDArray[np.float16]
     missing: list[int]
     full_image_for_box: int
-    crop_keys: NDArray[np.str_]  # (n,) the crop each vector is of (embedding_store.crop_key)
+    # (n,) the crop each entry is meant to be seen as (its box's, else the whole
+    # image), even where the vector fell back to the whole image: another
+    # embedding space uses that crop where it has it (the gate across spaces).
+    crop_keys: NDArray[np.str_]
 
 
 def version_embeddings(
-    session: Session, paths: LearningPaths, space: EmbeddingSpace, manifest: Manifest
+    session: Session,
+    paths: LearningPaths,
+    space: EmbeddingSpace,
+    manifest: Manifest,
+    *,
+    crop: bool = True,
 ) -> VersionEmbeddings:
     """The cached embedding of each entry: the crop to its box where it has one.
 
     An entry with a box whose crop was not embedded falls back to its full
     image (counted); one with no embedding at all is reported in ``missing``.
+    ``crop=False`` reads every entry whole (a model trained without crops).
     """
     rows: dict[tuple[int, str], int] = {}
     ids = manifest.image_ids.tolist()
@@ -143,21 +152,20 @@ def version_embeddings(
             ImageEmbedding.space_id == space.id, ImageEmbedding.image_id.in_(chunk)
         )
         rows.update(((i, c), r) for i, c, r in session.execute(query).tuples())
-    boxed: NDArray[np.bool_] = np.asarray(~np.isnan(manifest.boxes).any(axis=1))
+    boxed: NDArray[np.bool_] = np.asarray(~np.isnan(manifest.boxes).any(axis=1)) & crop
     picked: list[int] = []
     keep: list[int] = []
     crops: list[str] = []
     missing: list[int] = []
     fallback = 0
     for n, image_id in enumerate(ids):
-        row, crop = None, embedding_store.FULL
+        row, meant = None, embedding_store.FULL
         if boxed[n]:
             x0, y0, x1, y1 = (float(v) for v in manifest.boxes[n])
-            crop = embedding_store.crop_key((x0, y0, x1, y1))
-            row = rows.get((image_id, crop))
+            meant = embedding_store.crop_key((x0, y0, x1, y1))
+            row = rows.get((image_id, meant))
         if row is None:
-            crop = embedding_store.FULL
-            row = rows.get((image_id, crop))
+            row = rows.get((image_id, embedding_store.FULL))
             if row is not None and boxed[n]:
                 fallback += 1
         if row is None:
@@ -165,7 +173,7 @@ def version_embeddings(
             continue
         picked.append(row)
         keep.append(n)
-        crops.append(crop)
+        crops.append(meant)
     matrix = embedding_store.space_file(paths.embeddings, space).matrix()
     vectors = (
         np.asarray(matrix[np.asarray(picked, dtype=np.int64)])

@@ -293,25 +293,61 @@ def lookup(
 
 
 def images_missing_from(session: Session, space: EmbeddingSpace) -> list[int]:
-    """Images embedded (whole) in some other space but not in ``space``, by id.
+    """Images the workers have processed (scoring job done) that ``space`` lacks, by id.
 
     What a newly promoted champion in its own space (a fine-tuned backbone's)
-    still has to embed before it can score them.
+    still has to embed before it can score them. One anti-join of the
+    scoring jobs (one row per image) against the space's whole-image rows;
+    pending jobs are on their way anyway, dead ones cannot be decoded.
     """
-    from sqlalchemy.orm import aliased
+    from curation.models import JobStatus, ScoringJob
 
-    mine = aliased(ImageEmbedding)
     # NOT EXISTS, not NOT IN: PostgreSQL plans it as a hash anti-join, where a
     # NOT IN over a million ids that outgrow work_mem runs a subplan per row.
     in_space = exists().where(
-        mine.space_id == space.id,
-        mine.crop_key == FULL,
-        mine.image_id == ImageEmbedding.image_id,
+        ImageEmbedding.space_id == space.id,
+        ImageEmbedding.crop_key == FULL,
+        ImageEmbedding.image_id == ScoringJob.image_id,
     )
     query = (
+        select(ScoringJob.image_id)
+        .where(ScoringJob.status == JobStatus.DONE.value, ~in_space)
+        .order_by(ScoringJob.image_id)
+    )
+    return [int(i) for i in session.scalars(query)]
+
+
+def last_row(session: Session, space: EmbeddingSpace) -> int:
+    """The highest file row mapped in ``space`` (-1 when empty): rows only grow, so
+    images mapped later have higher rows (:func:`image_ids_after`)."""
+    from sqlalchemy import func
+
+    found = session.scalar(
+        select(func.max(ImageEmbedding.row)).where(ImageEmbedding.space_id == space.id)
+    )
+    return -1 if found is None else int(found)
+
+
+def image_ids_after(session: Session, space: EmbeddingSpace, row: int) -> list[int]:
+    """Images whose whole-image embedding was mapped in ``space`` after file row ``row``."""
+    query = (
         select(ImageEmbedding.image_id)
-        .where(ImageEmbedding.space_id != space.id, ImageEmbedding.crop_key == FULL, ~in_space)
-        .distinct()
+        .where(
+            ImageEmbedding.space_id == space.id,
+            ImageEmbedding.crop_key == FULL,
+            ImageEmbedding.row > row,
+        )
         .order_by(ImageEmbedding.image_id)
     )
     return [int(i) for i in session.scalars(query)]
+
+
+def newest_shared_space(session: Session, *, with_rows: bool = False) -> EmbeddingSpace | None:
+    """The newest space that is not a fine-tuned backbone's (those belong to one model,
+    and a cancelled run leaves one half filled): the fallback when there is no champion."""
+    from curation.learning.tuned import TUNED_PREFIX
+
+    query = select(EmbeddingSpace).where(~EmbeddingSpace.weights_id.startswith(TUNED_PREFIX))
+    if with_rows:
+        query = query.where(exists().where(ImageEmbedding.space_id == EmbeddingSpace.id))
+    return session.scalars(query.order_by(EmbeddingSpace.id.desc()).limit(1)).first()

@@ -87,7 +87,14 @@ def process_batch(
         if good:
             order_cold_start(runtime, paths, backbone.space_key)
     with runtime.factory() as session, session.begin():
-        outbox.mark_done(session, good)
+        now_champion = champion(session)
+        if (now_champion.id if now_champion else None) != (current.id if current else None):
+            # A promotion committed while this batch ran: it may have needed these
+            # images in its own space (and requeued them before this batch had
+            # embedded them in the base one). Done again, under the new champion.
+            outbox.requeue(session, good)
+        else:
+            outbox.mark_done(session, good)
         outcome.dead = outbox.mark_failed(session, outcome.failed) if outcome.failed else []
     return outcome
 
@@ -102,17 +109,24 @@ def _embed_for_champion(
     """Embed ``image_ids`` into a fine-tuned champion's space; return those that made it.
 
     Failures are added to ``outcome.failed`` (a champion whose classifier file
-    is gone fails every image, with that message, until it is replaced).
+    is gone or unreadable fails every image, with that message, and they are
+    parked as dead after the usual attempts: a promotion or rollback requeues
+    them).
     """
     if not image_ids or not is_tuned_space(space.key):
         return image_ids
     try:
         with runtime.factory() as session:
             tuned = backbone_for_space(session, paths.models, space)
-    except ConfigurationError as error:
-        outcome.failed.update({i: str(error)[:500] for i in image_ids})
+        if tuned is None or tuned.space_key != space.key:
+            raise ConfigurationError(
+                f"the fine-tuned classifier of space {space.key} no longer matches it"
+                f" (its file hashes to {tuned.space_key if tuned else 'nothing'})"
+            )
+    except Exception as error:  # a missing, corrupt or replaced classifier file
+        message = f"cannot embed for the champion: {type(error).__name__}: {error}"
+        outcome.failed.update({i: message[:500] for i in image_ids})
         return []
-    assert tuned is not None
     more = embed_missing(runtime.factory, runtime.store, paths, tuned, image_ids)
     outcome.embedded += more.embedded
     outcome.failed.update(more.failed)

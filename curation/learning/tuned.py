@@ -95,7 +95,8 @@ def load_tuned_backbone(path: Path, backbone_name: str) -> LoadedBackbone:
 
     if not path.is_file():
         raise ConfigurationError(f"the fine-tuned model file {path} is missing from the store")
-    classifier = keras.models.load_model(path, compile=False)
+    # safe_mode: a .keras file with a Lambda layer's pickled code is refused.
+    classifier = keras.models.load_model(path, compile=False, safe_mode=True)
     return feature_backbone(classifier, backbone_name, tuned_weights_id(path))
 
 
@@ -114,9 +115,14 @@ def backbone_for_space(
     for version in session.scalars(
         select(ModelVersion).where(ModelVersion.space_id == space.id).order_by(ModelVersion.id)
     ):
-        artifact = (version.settings or {}).get("backbone_artifact")
+        artifact = str((version.settings or {}).get("backbone_artifact") or "")
         if artifact:
-            return load_tuned_backbone(models_dir / str(artifact), space.backbone)
+            if Path(artifact).name != artifact or not artifact.endswith(".keras"):
+                raise ConfigurationError(
+                    f"model {version.id} names {artifact!r} as its classifier file:"
+                    " expected a .keras file name inside the model store"
+                )
+            return load_tuned_backbone(models_dir / artifact, space.backbone)
     raise ConfigurationError(
         f"embedding space {space.key} belongs to a fine-tuned backbone, but no model version"
         " records its classifier file"

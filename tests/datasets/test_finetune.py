@@ -12,23 +12,26 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
+import datasets.finetune
 from curation import registry
 from curation import training_runs as runs
 from curation.cli import main
 from curation.exceptions import Conflict, RejectedInput
 from curation.labels import append_label
-from curation.learning import embedding_store
+from curation.learning import embedding_store, pipeline
 from curation.learning.backbones import load_backbone
 from curation.learning.decode import decode_for_model
 from curation.learning.pipeline import process_batch
 from curation.learning.scoring import LearningPaths, embed_missing, load_model
+from curation.learning.tuned import backbone_for_space, load_tuned_backbone
 from curation.models import (
     AuditEntry,
     EmbeddingSpace,
     Image,
     ImageEmbedding,
+    ImageScore,
     LandmarkClass,
     ModelVersion,
     RunTrigger,
@@ -177,11 +180,14 @@ def _fine_tune(runtime, **overrides):
     return fine_tune_on_version(runtime.factory, _paths(runtime), runtime.store, **options)
 
 
-def test_fine_tune_writes_a_candidate_with_metrics_and_a_model_file(runtime, built) -> None:
+def test_fine_tune_writes_a_candidate_with_metrics_and_a_model_file(
+    runtime, built, monkeypatch
+) -> None:
     with runtime.factory() as session, session.begin():
         run, _ = runs.request_run(session, trigger=RunTrigger.MANUAL, requested_by="t")
         run_id = run.id
     messages: list[str] = []
+    monkeypatch.setattr(datasets.finetune, "REEMBED_CHUNK", 7)  # 20 images: 3 chunks
     outcome = _fine_tune(
         runtime,
         blocks=2,
@@ -192,6 +198,8 @@ def test_fine_tune_writes_a_candidate_with_metrics_and_a_model_file(runtime, bui
     assert outcome.unfrozen_blocks == ["12", "13"] and outcome.classes == 2
     assert any(m.startswith("phase 1") for m in messages)
     assert any(m.startswith("phase 2") for m in messages)
+    embedding = [m.rsplit(": ", 1)[-1] for m in messages if m.startswith("phase 3: embedding 20")]
+    assert embedding[-3:] == ["7 done", "14 done", "20 done"], messages
     test = outcome.test_metrics
     assert test["test_images"] == built["splits"]["test"]
     assert test["accuracy"] is not None and 0.0 <= test["accuracy"] <= 1.0
@@ -310,7 +318,9 @@ def test_cli_fine_tunes_judges_and_promotes(runtime, built) -> None:
         assert models[0].space_id != models[1].space_id  # each fine-tuned backbone its own space
 
 
-def test_a_fine_tuned_model_is_judged_promoted_and_scores_the_queue(runtime, built) -> None:
+def test_a_fine_tuned_model_is_judged_promoted_and_scores_the_queue(
+    runtime, built, monkeypatch
+) -> None:
     """Against a head on the original backbone, both ways: the gate across spaces,
     promotion (with images its space lacks sent back to the workers), worker batches
     embedding into the champion's space, a full rescoring, prediction, rollback."""
@@ -322,7 +332,8 @@ def test_a_fine_tuned_model_is_judged_promoted_and_scores_the_queue(runtime, bui
     head = train_on_version(runtime.factory, paths, version_ref="v1", space_key=base.space_key)
     with runtime.factory() as session, session.begin():
         registry.promote(session, head.model_version_id, actor="t", reason="first", now=_now())
-    tuned = _fine_tune(runtime).model_version_id
+    # A high rate, so the fine-tuned space really differs from the base one.
+    tuned = _fine_tune(runtime, fine_tune_learning_rate=0.05).model_version_id
 
     # An image that arrives after the run re-embedded the store: only the base space has it.
     with runtime.factory() as session, session.begin():
@@ -339,6 +350,26 @@ def test_a_fine_tuned_model_is_judged_promoted_and_scores_the_queue(runtime, bui
             and verdict.champion.model_version_id == head.model_version_id
         )
         assert verdict.checks[0].name == "accuracy"
+        # The champion was judged on its own space's vectors of the same images and crops.
+        split = registry.load_frozen_split(paths, session.get_one(ModelVersion, tuned))
+        base_space = session.get_one(EmbeddingSpace, head_version(session, head).space_id)
+        vectors, found = embedding_store.lookup(
+            session, paths.embeddings, base_space, split.image_ids.tolist(),
+            [str(c) for c in split.crop_keys],
+        )  # fmt: skip
+        assert found.all()
+        assert np.abs(vectors.astype(np.float32) - split.embeddings).max() > 0.05
+        own = registry.evaluate_on(
+            registry._head(paths, head_version(session, head)),
+            list(head_version(session, head).class_ids),
+            head.model_version_id,
+            registry.FrozenSplit(split.image_ids, split.class_ids, vectors, split.crop_keys),
+        )
+        assert verdict.champion == own
+        seen, lacking = registry._in_space_of(
+            session, paths, head_version(session, head), session.get_one(ModelVersion, tuned), split
+        )
+        assert lacking == [] and np.array_equal(seen.embeddings, vectors)
         registry.promote_through_gate(
             session, paths, tuned, actor="t", reason="fine-tuned", now=_now(),
             max_class_drop=100, min_new_class_recall=0.0, override=True,
@@ -360,6 +391,29 @@ def test_a_fine_tuned_model_is_judged_promoted_and_scores_the_queue(runtime, bui
         assert late in embedding_store.load(session, paths.embeddings, space)[0].tolist()
     assert registry.rescore(runtime.factory, paths, tuned) == len(ids) + 1
 
+    # An image a worker maps into the space while a full rescoring writes is scored after it.
+    with runtime.factory() as session, session.begin():
+        straggler = add_image(session, runtime.store, jpeg(997, 48, 40)).id
+        session.add(ScoringJob(image_id=straggler, status="done"))
+        tuned_backbone = backbone_for_space(session, paths.models, space)
+    real_full = registry.score_images
+
+    def worker_meanwhile(*args, **kwargs):
+        scored = real_full(*args, **kwargs)
+        if len(args) == 3:  # the full rescoring: its ranking is written without the straggler
+            embed_missing(runtime.factory, runtime.store, paths, tuned_backbone, [straggler])
+        return scored
+
+    monkeypatch.setattr(registry, "score_images", worker_meanwhile)
+    registry.rescore(runtime.factory, paths, tuned)
+    monkeypatch.setattr(registry, "score_images", real_full)
+    with runtime.factory() as session:
+        assert session.scalar(
+            select(func.count())
+            .select_from(ImageScore)
+            .where(ImageScore.image_id == straggler, ImageScore.model_version_id == tuned)
+        )
+
     # The prediction API embeds with the champion's own backbone.
     with runtime.factory() as session:
         answer = predict(
@@ -379,6 +433,58 @@ def test_a_fine_tuned_model_is_judged_promoted_and_scores_the_queue(runtime, bui
         registry.rollback(session, head.model_version_id, actor="t", reason="back", now=_now())
     with runtime.factory() as session:
         assert registry.current_champion(session).id == head.model_version_id
+
+    # A batch that read the old champion while a promotion committed is done again.
+    with runtime.factory() as session, session.begin():
+        racer = add_image(session, runtime.store, jpeg(998, 48, 40)).id
+        session.add(ScoringJob(image_id=racer, status="pending"))
+    real_score = pipeline.score_images
+
+    def promoted_meanwhile(*args, **kwargs):
+        with runtime.factory() as session, session.begin():
+            registry.promote(session, tuned, actor="t", reason="meanwhile", now=_now())
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "score_images", promoted_meanwhile)
+    process_batch(runtime, base, [racer])
+    monkeypatch.setattr(pipeline, "score_images", real_score)
+    with runtime.factory() as session:
+        job = session.scalars(select(ScoringJob).where(ScoringJob.image_id == racer)).one()
+        assert job.status == "pending" and registry.current_champion(session).id == tuned
+    assert process_batch(runtime, base, [racer]).scored == 1  # now in the champion's space
+
+    # A champion's space lacking test images: the gate says so and requeues them.
+    with runtime.factory() as session, session.begin():
+        test_split = registry.load_frozen_split(paths, head_version(session, head))
+        gone = int(test_split.image_ids[0])
+        session.execute(
+            delete(ImageEmbedding).where(
+                ImageEmbedding.space_id == session.get_one(ModelVersion, tuned).space_id,
+                ImageEmbedding.image_id == gone,
+            )
+        )
+        session.execute(update(ScoringJob).values(status="done"))
+    with runtime.factory() as session, session.begin():
+        refused = registry.evaluate_gate(
+            session, paths, head.model_version_id, max_class_drop=100, min_new_class_recall=0.0
+        )
+    assert not refused.passed and refused.checks[0].name == "embedding_space"
+    assert f"ids {gone}" in refused.checks[0].detail
+    with runtime.factory() as session:
+        job = session.scalars(select(ScoringJob).where(ScoringJob.image_id == gone)).one()
+        assert job.status == "pending"
+
+    # A champion whose classifier file is gone fails the batch with that reason.
+    classifier = paths.models / session.get_one(ModelVersion, tuned).settings["backbone_artifact"]
+    load_tuned_backbone.cache_clear()
+    classifier.rename(classifier.with_suffix(".moved"))
+    failed = process_batch(runtime, base, [gone])
+    assert "cannot embed for the champion" in failed.failed[gone]
+    assert "is missing from the store" in failed.failed[gone]
+
+
+def head_version(session, outcome) -> ModelVersion:
+    return session.get_one(ModelVersion, outcome.model_version_id)
 
 
 def test_a_model_kept_only_as_a_keras_file_is_refused(runtime) -> None:

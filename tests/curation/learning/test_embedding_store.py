@@ -119,19 +119,29 @@ def test_missing_images_lookup_and_requeue_across_spaces(
         crop = es.crop_key((1.0, 2.0, 3.0, 4.0))
         es.record(session, tmp_path, tuned, [*whole[:2], (ids[2], crop)],
                   np.asarray([[1, 0], [2, 0], [3, 0]], np.float32))  # fmt: skip
-        session.add(ScoringJob(image_id=ids[2], status=JobStatus.DEAD.value, attempts=3))
-        assert es.images_missing_from(session, tuned) == ids[2:]
+        # Images 0-2 went through the workers; image 3 could not be decoded (dead).
+        done, dead = JobStatus.DONE.value, JobStatus.DEAD.value
+        session.add_all(ScoringJob(image_id=i, status=done, attempts=1) for i in ids[:3])
+        session.add(ScoringJob(image_id=ids[3], status=dead, attempts=3))
+        session.flush()
+        assert es.images_missing_from(session, tuned) == [ids[2]]
         assert es.images_missing_from(session, base) == []
         assert es.image_ids_in(session, "m:tuned:ab") == ids[:2]
+        assert es.last_row(session, tuned) == 2 and es.image_ids_after(session, tuned, 0) == [
+            ids[1]
+        ]
+        assert es.newest_shared_space(session).key == "m:none"
         vectors, found = es.lookup(
             session, tmp_path, tuned, [ids[1], ids[2], ids[0], ids[3]], [crop, crop, "full", crop]
         )
         # Image 1 falls back to its whole image; image 3 is in neither form.
         assert found.tolist() == [True, True, True, False]
         assert vectors[:, 0].tolist() == [2.0, 3.0, 1.0, 0.0]
-        assert outbox.requeue(session, es.images_missing_from(session, tuned)) == 2
+        newcomer = image_row(session, 99).id  # no scoring job yet
+        assert outbox.requeue(session, [ids[2], ids[3], newcomer]) == 3
     with runtime.factory() as session:
         jobs = {j.image_id: j for j in session.scalars(select(ScoringJob))}
-    assert sorted(jobs) == ids[2:]
+    assert [jobs[i].status for i in ids] == ["done", "done", "pending", "pending"]
+    requeued = [jobs[ids[2]], jobs[ids[3]], jobs[newcomer]]
     assert all(j.status == "pending" and j.attempts == 0 and j.enqueued_at is None
-               for j in jobs.values())  # fmt: skip
+               for j in requeued)  # fmt: skip

@@ -6,6 +6,7 @@ import pytest
 from curation.learning.head import (
     Head,
     balanced_class_weights,
+    head_from_dense,
     nearest_class_distance,
     novelty_from_distance,
     train_head,
@@ -65,3 +66,22 @@ def test_fused_scoring_equals_the_separate_computations(trained) -> None:
     probs, distance = head.probabilities_and_distance(both)
     np.testing.assert_allclose(probs, head.predict_proba(both), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(distance, nearest_class_distance(head, both), atol=1e-5)
+
+
+def test_a_dense_layer_becomes_a_head_that_answers_as_the_layer() -> None:
+    """A fine-tuned classifier's softmax over raw features, folded into a standardising head."""
+    rng = np.random.default_rng(4)
+    features = np.abs(rng.normal(3.0, 2.0, (60, 8))).astype(np.float32)  # ReLU-like, off-centre
+    labels = np.arange(60) % 3
+    kernel = rng.normal(0.0, 0.5, (8, 3)).astype(np.float32)
+    bias = rng.normal(0.0, 0.5, 3).astype(np.float32)
+    head = head_from_dense(kernel, bias, features, labels)
+    logits = features.astype(np.float64) @ kernel + bias
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(head.predict_proba(features), expected, atol=1e-5)
+    # Standardised like a trained head: the centroids and distances novelty reads.
+    np.testing.assert_allclose(head.standardise(features).mean(axis=0), 0.0, atol=1e-4)
+    assert head.centroids.shape == (3, 8) and head.own_class_distances.shape == (60,)
+    with pytest.raises(ValueError, match="does not map"):
+        head_from_dense(kernel[:5], bias, features, labels)
