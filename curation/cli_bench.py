@@ -208,14 +208,22 @@ def active_learning(
             f"all-labels accuracy {np.mean(curves.full_accuracy):.3f} "
             f"(seeds: {', '.join(f'{a:.3f}' for a in curves.full_accuracy)})"
         )
-        click.echo("labels needed as a ratio to random (mean over seeds / random's mean):")
-        click.echo(f"  {'strategy':16s} {'95%':>6s} {'99%':>6s}   labels 95% / 99% (mean)")
+        click.echo("labels needed as a ratio to random (mean over seeds / random's mean),")
+        click.echo("with a 95% bootstrap interval over the seeds:")
+        click.echo(
+            f"  {'strategy':16s} {'95%':>6s} {'interval':>13s} {'99%':>6s} {'interval':>13s}"
+            "   labels 95% / 99% (mean)"
+        )
+        nan = float("nan")
         for name in curves.strategies:
             ratio = summary["ratio_to_random"].get(name, {})
+            interval = summary["ratio_interval"].get(name, {})
             needed = summary["labels_needed"][name]
+            low95, high95 = interval.get("0.95", [nan, nan])
+            low99, high99 = interval.get("0.99", [nan, nan])
             click.echo(
-                f"  {name:16s} {ratio.get('0.95', float('nan')):6.3f} "
-                f"{ratio.get('0.99', float('nan')):6.3f}   "
+                f"  {name:16s} {ratio.get('0.95', nan):6.3f} [{low95:5.3f},{high95:6.3f}] "
+                f"{ratio.get('0.99', nan):6.3f} [{low99:5.3f},{high99:6.3f}]   "
                 f"{np.mean(needed['0.95']):6.1f} / {np.mean(needed['0.99']):6.1f}"
             )
         if gap is not None:

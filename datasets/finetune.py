@@ -72,7 +72,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from curation import registry, training_runs
+from curation import training_runs
 from curation.exceptions import ConfigurationError, CurationError, NotFound, RejectedInput
 from curation.learning import embedding_store
 from curation.learning.backbones import LoadedBackbone, get_spec, load_backbone
@@ -94,6 +94,7 @@ from datasets.training import (
     _Heartbeat,
     record_candidate,
     running_as,
+    save_head,
     version_embeddings,
     write_label_issues,
 )
@@ -651,18 +652,7 @@ def _head_in_space(
     kernel, bias = classifier.get_layer(DENSE_LAYER).get_weights()
     head = head_from_dense(kernel, bias, x[train], index[train])
     test_metrics = evaluate(index[test], head.predict_proba(x[test]), class_ids=class_ids)
-    artifact = f"{uuid.uuid4().hex}.npz"
-    (paths.models / artifact).write_bytes(head.to_bytes())
-    registry.write_frozen_split(
-        paths,
-        artifact,
-        registry.FrozenSplit(
-            image_ids=data.image_ids[test],
-            class_ids=data.class_ids[test],
-            embeddings=x[test],
-            crop_keys=data.crop_keys[test],
-        ),
-    )
+    artifact = save_head(paths, head, data, test)
     issues_from = data
     if base is not None:
         train_ids = set(data.image_ids[train].tolist())

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from curation import registry, training_runs
 from curation.exceptions import CurationError, NotFound, RejectedInput
 from curation.learning import embedding_store
-from curation.learning.head import train_head
+from curation.learning.head import Head, train_head
 from curation.learning.metrics import evaluate
 from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths
@@ -376,19 +376,7 @@ def _train(
     probabilities = head.predict_proba(x[test])
     test_metrics = evaluate(index[test], probabilities, class_ids=class_ids)
 
-    artifact = f"{uuid.uuid4().hex}.npz"
-    paths.models.mkdir(parents=True, exist_ok=True)
-    (paths.models / artifact).write_bytes(head.to_bytes())
-    registry.write_frozen_split(
-        paths,
-        artifact,
-        registry.FrozenSplit(
-            image_ids=data.image_ids[test],
-            class_ids=data.class_ids[test],
-            embeddings=x[test],
-            crop_keys=data.crop_keys[test],
-        ),
-    )
+    artifact = save_head(paths, head, data, test)
     flagged = 0
     if options.label_issues:
         flagged = write_label_issues(paths, artifact, data.image_ids[train], x[train],
@@ -441,6 +429,27 @@ def _train(
         test_metrics=test_metrics,
         seconds=0.0,
     )
+
+
+def save_head(
+    paths: LearningPaths, head: Head, data: VersionEmbeddings, test: NDArray[np.bool_]
+) -> str:
+    """Write ``head`` and, beside it, the frozen test split (``test`` rows of ``data``)
+    the gate judges it on; returns the artifact key."""
+    artifact = f"{uuid.uuid4().hex}.npz"
+    paths.models.mkdir(parents=True, exist_ok=True)
+    (paths.models / artifact).write_bytes(head.to_bytes())
+    registry.write_frozen_split(
+        paths,
+        artifact,
+        registry.FrozenSplit(
+            image_ids=data.image_ids[test],
+            class_ids=data.class_ids[test],
+            embeddings=data.embeddings[test],
+            crop_keys=data.crop_keys[test],
+        ),
+    )
+    return artifact
 
 
 def write_label_issues(

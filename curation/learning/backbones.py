@@ -233,13 +233,18 @@ def get_spec(name: str) -> BackboneSpec:
     raise ConfigurationError(f"unknown backbone {name!r}; known: {', '.join(backbone_names())}")
 
 
-def file_weights_id(path: Path) -> str:
-    """``"file:<first 16 hex digits of the SHA-256 of the file>"``."""
+def file_digest(path: Path) -> str:
+    """The first 16 hex digits of the SHA-256 of the file (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
-    return f"file:{digest.hexdigest()[:16]}"
+    return digest.hexdigest()[:16]
+
+
+def file_weights_id(path: Path) -> str:
+    """``"file:<first 16 hex digits of the SHA-256 of the file>"``."""
+    return f"file:{file_digest(path)}"
 
 
 def configured_space_key(name: str, weights: str) -> str:

@@ -25,7 +25,6 @@ names are random), so a process keeps a loaded one for its lifetime.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import select
 
 from curation.exceptions import ConfigurationError
-from curation.learning.backbones import LoadedBackbone, get_spec
+from curation.learning.backbones import LoadedBackbone, file_digest, get_spec
 
 if TYPE_CHECKING:
     import keras
@@ -48,11 +47,7 @@ DENSE_LAYER: Final = "head"
 
 def tuned_weights_id(path: Path) -> str:
     """``"tuned:<first 16 hex digits of the SHA-256 of the saved classifier>"``."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"{TUNED_PREFIX}{digest.hexdigest()[:16]}"
+    return f"{TUNED_PREFIX}{file_digest(path)}"
 
 
 def is_tuned_space(space_key: str) -> bool:

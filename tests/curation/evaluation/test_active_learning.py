@@ -109,6 +109,10 @@ def test_ratio_to_random_is_mean_labels_over_randoms_mean() -> None:
     assert summary["ratio_to_random"]["fast"]["0.95"] == pytest.approx(29.5 / 69.0)
     assert summary["mean_seed_ratio"]["fast"]["0.95"] == pytest.approx((10 / 30 + 19.5 / 39) / 2)
     assert summary["ratio_to_random"]["random"]["0.99"] == pytest.approx(1.0)
+    # Two seeds resampled in pairs: each draw is seed 0, seed 1, or both.
+    low, high = summary["ratio_interval"]["fast"]["0.95"]
+    assert low == pytest.approx(10 / 30) and high == pytest.approx(19.5 / 39)
+    assert summary["ratio_interval"]["random"]["0.95"] == pytest.approx([1.0, 1.0])
     gap = al.shortfall(curves, strategy="fast", against=["random"])
     assert gap.max() <= 0
 
