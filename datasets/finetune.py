@@ -20,8 +20,8 @@ own (:mod:`curation.learning.tuned`):
    (with the crop to its box), is embedded once more with the fine-tuned
    backbone (the longest phase on a large store: it reports progress and
    honours a cancel between chunks; the space is keyed by this run's
-   classifier, so a run that stops leaves a partial space no model uses,
-   and a new run embeds into a new one);
+   classifier, and a run that stops before recording its model removes
+   the space, its vectors and its files);
 4. the dense softmax becomes a head over that space
    (:func:`curation.learning.head.head_from_dense`), measured on the
    version's test split from those cached embeddings (what the gate sees),
@@ -60,6 +60,7 @@ images' facts), close, train, write in a short new transaction.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -102,6 +103,8 @@ from datasets.versions import find_version, load_manifest
 
 if TYPE_CHECKING:
     import keras
+
+logger = logging.getLogger(__name__)
 
 FINE_TUNED: Final = "fine_tuned"  # ModelVersion.settings["kind"]
 REEMBED_CHUNK = 5_000  # images per embed_missing call while re-embedding the store
@@ -468,76 +471,84 @@ def _fine_tune(
     classifier_artifact = f"{uuid.uuid4().hex}.keras"
     paths.models.mkdir(parents=True, exist_ok=True)
     model.save(paths.models / classifier_artifact)
-    # Phases 3 and 4: its own embedding space, and a head over it.
-    tuned = feature_backbone(
-        model, loaded.spec.name, tuned_weights_id(paths.models / classifier_artifact)
-    )
-    embedded = _embed_into(
-        factory, paths, store, tuned, loaded.space_key, manifest, beat, crop=crop
-    )
-    head_model = _head_in_space(
-        factory, paths, tuned.space_key, loaded.space_key, manifest, model, class_ids,
-        seed=seed, crop=crop,
-    )  # fmt: skip
-    curves = {k: head_curves.get(k, []) + tune_curves.get(k, []) for k in head_curves}
-    images = head_model.images | {
-        "validation_used_for_stopping": n_validation,
-        "reembedded": embedded.embedded,
-        "reembedding_failed": len(embedded.failed),
-    }
-    augmentation_settings = asdict(settings) if settings is not None else None
-    beat.beat(0.97, "writing the model", force=True)
-    with factory() as session, session.begin():
-        space_id = embedding_store.space_id_of(session, tuned.space_key)
-        version = ModelVersion(
-            # Its own backbone's space (curation.learning.tuned): it scores there.
-            space_id=space_id,
-            class_ids=class_ids,
-            artifact_key=head_model.artifact,
-            seed=seed,
-            settings={
-                "kind": FINE_TUNED,
-                "fine_tuned": True,
-                "backbone_artifact": classifier_artifact,
-                "space": tuned.space_key,
-                "base_space": loaded.space_key,
-                "head": "softmax",
-                "class_weights": "balanced",
-                "backbone": loaded.spec.name,
-                "weights": loaded.weights_id,
-                "blocks": blocks,
-                "unfrozen_blocks": unfrozen,
-                "trainable_batchnorm": trainable_batchnorm,
-                "augmentation": augmentation_settings,
-                "crop": crop,
-                "seed": seed,
-                "epochs": epochs,
-                "patience": patience,
-                "batch_size": batch_size,
-                "learning_rates": [learning_rate, fine_tune_learning_rate],
-                "dropout": dropout,
-                "image_size": size,
-                "dataset_version": version_name,
-                "class_ids": class_ids,
-                "class_slugs": trained_slugs,
-            },
-            metrics={
-                "test": head_model.test_metrics,
-                "test_from_pixels": pixel_metrics,
-                "images": images,
-                "full_image_for_box": head_model.full_image_for_box,
-                "label_issues_flagged": head_model.label_issues_flagged,
-                "label_issues_space": head_model.label_issues_space,
-                "training_images": images["train"],
-                "curves": curves,
-                "epochs_run": len(next(iter(curves.values()), [])),
-                "head_epochs_run": len(next(iter(head_curves.values()), [])),
-            },
-            status=ModelStatus.CANDIDATE.value,
-            dataset_version_id=version_id,
-            training_run_id=run_id,
+    written = [classifier_artifact]  # removed again if the run stops before it is recorded
+    try:
+        # Phases 3 and 4: its own embedding space, and a head over it.
+        tuned = feature_backbone(
+            model, loaded.spec.name, tuned_weights_id(paths.models / classifier_artifact)
         )
-        model_id = record_candidate(session, version, run_id)
+        embedded = _embed_into(
+            factory, paths, store, tuned, loaded.space_key, manifest, beat, crop=crop
+        )
+        head_model = _head_in_space(
+            factory, paths, tuned.space_key, loaded.space_key, manifest, model, class_ids,
+            seed=seed, crop=crop,
+        )  # fmt: skip
+        written.append(head_model.artifact)
+        curves = {k: head_curves.get(k, []) + tune_curves.get(k, []) for k in head_curves}
+        images = head_model.images | {
+            "validation_used_for_stopping": n_validation,
+            "reembedded": embedded.embedded,
+            "reembedding_failed": len(embedded.failed),
+        }
+        augmentation_settings = asdict(settings) if settings is not None else None
+        beat.beat(0.97, "writing the model", force=True)
+        with factory() as session, session.begin():
+            space_id = embedding_store.space_id_of(session, tuned.space_key)
+            version = ModelVersion(
+                # Its own backbone's space (curation.learning.tuned): it scores there.
+                space_id=space_id,
+                class_ids=class_ids,
+                artifact_key=head_model.artifact,
+                seed=seed,
+                settings={
+                    "kind": FINE_TUNED,
+                    "fine_tuned": True,
+                    "backbone_artifact": classifier_artifact,
+                    "space": tuned.space_key,
+                    "base_space": loaded.space_key,
+                    "head": "softmax",
+                    "class_weights": "balanced",
+                    "backbone": loaded.spec.name,
+                    "weights": loaded.weights_id,
+                    "blocks": blocks,
+                    "unfrozen_blocks": unfrozen,
+                    "trainable_batchnorm": trainable_batchnorm,
+                    "augmentation": augmentation_settings,
+                    "crop": crop,
+                    "seed": seed,
+                    "epochs": epochs,
+                    "patience": patience,
+                    "batch_size": batch_size,
+                    "learning_rates": [learning_rate, fine_tune_learning_rate],
+                    "dropout": dropout,
+                    "image_size": size,
+                    "dataset_version": version_name,
+                    "class_ids": class_ids,
+                    "class_slugs": trained_slugs,
+                },
+                metrics={
+                    "test": head_model.test_metrics,
+                    "test_from_pixels": pixel_metrics,
+                    "images": images,
+                    "full_image_for_box": head_model.full_image_for_box,
+                    "label_issues_flagged": head_model.label_issues_flagged,
+                    "label_issues_space": head_model.label_issues_space,
+                    "training_images": images["train"],
+                    "curves": curves,
+                    "epochs_run": len(next(iter(curves.values()), [])),
+                    "head_epochs_run": len(next(iter(head_curves.values()), [])),
+                },
+                status=ModelStatus.CANDIDATE.value,
+                dataset_version_id=version_id,
+                training_run_id=run_id,
+            )
+            model_id = record_candidate(session, version, run_id)
+    except BaseException:
+        # A cancel, a crash of the re-embedding or a failed write: nothing half-made
+        # stays behind (the space, its vectors, the classifier and head files).
+        _discard(factory, paths, written, loaded.spec.name)
+        raise
     return FineTuneOutcome(
         model_version_id=model_id,
         dataset_version=version_name,
@@ -556,6 +567,25 @@ def _fine_tune(
     )
 
 
+def _discard(
+    factory: sessionmaker[Session], paths: LearningPaths, artifacts: list[str], backbone: str
+) -> None:
+    """Remove what a fine-tuning run wrote before it could record its model: the
+    fine-tuned space (rows, vectors) keyed by the classifier file, and the files."""
+    try:
+        classifier = paths.models / artifacts[0]
+        if classifier.exists():
+            with factory() as session, session.begin():
+                embedding_store.drop_space(
+                    session, paths.embeddings, f"{backbone}:{tuned_weights_id(classifier)}"
+                )
+        for artifact in artifacts:
+            for suffix in ("", ".testset.npz", ".issues.npz"):
+                (paths.models / f"{artifact}{suffix}").unlink(missing_ok=True)
+    except Exception:  # the original error matters more; the leftovers are logged
+        logger.exception("could not remove what a stopped fine-tuning run wrote: %s", artifacts)
+
+
 def _embed_into(
     factory: sessionmaker[Session],
     paths: LearningPaths,
@@ -570,9 +600,9 @@ def _embed_into(
     """Embed every image of the base space and every entry of the version into ``tuned``'s space.
 
     ``REEMBED_CHUNK`` images at a time (each sub-chunk recorded in its own
-    transaction, beating progress; a cancel stops between them). A run
-    that stops leaves a partial space of its own: its key is the hash of
-    this run's classifier, so a new run starts a new space.
+    transaction, beating progress; a cancel stops between them, and the
+    caller then removes the partial space: its key is the hash of this
+    run's classifier, which no other run shares).
     """
     with factory() as session:
         ids = set(embedding_store.image_ids_in(session, base_space_key))

@@ -351,3 +351,22 @@ def newest_shared_space(session: Session, *, with_rows: bool = False) -> Embeddi
     if with_rows:
         query = query.where(exists().where(ImageEmbedding.space_id == EmbeddingSpace.id))
     return session.scalars(query.order_by(EmbeddingSpace.id.desc()).limit(1)).first()
+
+
+def drop_space(session: Session, root: Path, key: str) -> bool:
+    """Delete the space keyed ``key``, its mappings and its file; False if there is none.
+
+    Only for a space no model uses (a fine-tuning run that stopped before it
+    recorded its model): the caller makes sure of that.
+    """
+    from sqlalchemy import delete
+
+    space = session.scalars(select(EmbeddingSpace).where(EmbeddingSpace.key == key)).first()
+    if space is None:
+        return False
+    path = space_file(root, space).path
+    session.execute(delete(ImageEmbedding).where(ImageEmbedding.space_id == space.id))
+    session.delete(space)
+    session.flush()
+    path.unlink(missing_ok=True)
+    return True

@@ -274,6 +274,31 @@ def test_a_cancel_during_the_head_phase_stops_before_fine_tuning(runtime, built)
         assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
 
 
+def test_a_cancel_while_re_embedding_leaves_nothing_behind(runtime, built, monkeypatch) -> None:
+    with runtime.factory() as session, session.begin():
+        run, _ = runs.request_run(session, trigger=RunTrigger.MANUAL, requested_by="t")
+        run_id = run.id
+    monkeypatch.setattr(datasets.finetune, "REEMBED_CHUNK", 7)
+
+    def progress(share: float, message: str) -> None:
+        if message.startswith("phase 3") and message.endswith(": 7 done"):  # one chunk in
+            with runtime.factory() as session, session.begin():
+                runs.cancel_request(session, run_id, _now())
+
+    from datasets.training import TrainingCancelled
+
+    with pytest.raises(TrainingCancelled):
+        _fine_tune(runtime, run_id=run_id, on_progress=progress)
+    with runtime.factory() as session:
+        assert runs.get_run(session, run_id).status == "cancelled"
+        assert session.scalar(select(func.count()).select_from(ModelVersion)) == 0
+        spaces = list(session.scalars(select(EmbeddingSpace.key)))
+        assert not any(":tuned:" in key for key in spaces), spaces
+        assert session.scalar(select(func.count()).select_from(ImageEmbedding)) == 0
+    models = _paths(runtime).models
+    assert not models.exists() or list(models.iterdir()) == []
+
+
 def test_options_and_the_head_training_refuse_fine_tuning_options(runtime) -> None:
     with pytest.raises(RejectedInput, match="--fine-tune-blocks"):
         TrainingOptions(augment=True).check()
