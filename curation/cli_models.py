@@ -140,18 +140,22 @@ def promote_command(
     runtime = build_runtime()
     settings = runtime.settings
     paths = _paths(runtime)
-    with runtime.factory() as session, session.begin():
-        gate = registry.promote_through_gate(
-            session,
-            paths,
-            version_id,
-            actor=_actor(actor),
-            reason=reason,
-            now=datetime.now(UTC),
-            max_class_drop=settings.gate_max_class_drop,
-            min_new_class_recall=settings.gate_min_new_class_recall,
-            override=skip_gate,
-        )
+    try:
+        with runtime.factory() as session, session.begin():
+            gate = registry.promote_through_gate(
+                session,
+                paths,
+                version_id,
+                actor=_actor(actor),
+                reason=reason,
+                now=datetime.now(UTC),
+                max_class_drop=settings.gate_max_class_drop,
+                min_new_class_recall=settings.gate_min_new_class_recall,
+                override=skip_gate,
+            )
+    except registry.GateRefused as refused:
+        registry.requeue_lacking(runtime.factory, refused.gate)
+        raise
     rescored = registry.rescore(
         runtime.factory,
         paths,

@@ -172,6 +172,9 @@ class GateResult:
     checks: list[GateCheck] = field(default_factory=list)
     challenger: Evaluation | None = None
     champion: Evaluation | None = None
+    # Test images the champion's embedding space lacks (it judged nothing then):
+    # :func:`requeue_lacking` sends them to the workers.
+    lacking: list[int] = field(default_factory=list)
 
     @property
     def reasons(self) -> list[str]:
@@ -253,17 +256,15 @@ def evaluate_gate(
         return GateResult(challenger_id, None, True, [check], mine)
     champion_test, lacking = _in_space_of(session, paths, champion, challenger, test)
     if lacking:
-        # Put them back in the outbox: the workers embed into the champion's space.
-        outbox.requeue(session, lacking)
         check = GateCheck(
             "embedding_space",
             False,
             f"champion {champion.id} embeds in another space, which lacks {len(lacking)} of"
             f" the {len(test.image_ids)} test images (ids {', '.join(map(str, lacking[:10]))}"
-            f"{', ...' if len(lacking) > 10 else ''}): they are back in the scoring outbox;"
-            " judge again once the workers (or `curation score`) have embedded them",
+            f"{', ...' if len(lacking) > 10 else ''}): judge again once the workers have"
+            " embedded them (a refused promotion puts them back in the scoring outbox)",
         )
-        return GateResult(challenger_id, champion.id, False, [check], mine)
+        return GateResult(challenger_id, champion.id, False, [check], mine, lacking=lacking)
     theirs = evaluate_on(
         _head(paths, champion), list(champion.class_ids), champion.id, champion_test
     )
@@ -486,6 +487,21 @@ class GateRefused(Conflict):
         self.gate = gate
 
 
+def requeue_lacking(factory: sessionmaker[Session], gate: GateResult) -> int:
+    """Send the test images a champion's space lacked to the workers; how many were sent.
+
+    In a transaction of its own (the refused promotion rolls back). Only for
+    the current champion: workers embed into the current champion's space.
+    """
+    if not gate.lacking:
+        return 0
+    with factory() as session, session.begin():
+        current = current_champion(session)
+        if current is None or current.id != gate.champion_id:
+            return 0
+        return outbox.requeue(session, gate.lacking)
+
+
 def promote_through_gate(
     session: Session,
     paths: LearningPaths,
@@ -542,10 +558,15 @@ def rescore(
     with factory() as session:
         refuse_pixel_only(get_version(session, version_id), "rescore the queue")
         model = load_model(session, paths, version_id)
-        before = embedding_store.last_row(session, model.space)
-    scored = score_images(factory, paths, model, strategy=strategy, random_share=random_share)
+    read: list[NDArray[np.int64]] = []
+    scored = score_images(
+        factory, paths, model, strategy=strategy, random_share=random_share, read_ids=read
+    )
     with factory() as session, session.begin():
-        late = embedding_store.image_ids_after(session, model.space, before)
+        # A set difference, not a row high-water mark: workers map rows in
+        # their commit order, which is not the order of the file's rows.
+        now = np.asarray(embedding_store.image_ids_in(session, model.space.key), dtype=np.int64)
+        late = np.setdiff1d(now, read[0], assume_unique=True).tolist()
         outbox.requeue(session, embedding_store.images_missing_from(session, model.space))
     if late:
         score_images(factory, paths, model, late, strategy=strategy, random_share=random_share)

@@ -470,9 +470,9 @@ def _fine_tune(
 
     classifier_artifact = f"{uuid.uuid4().hex}.keras"
     paths.models.mkdir(parents=True, exist_ok=True)
-    model.save(paths.models / classifier_artifact)
     written = [classifier_artifact]  # removed again if the run stops before it is recorded
     try:
+        model.save(paths.models / classifier_artifact)
         # Phases 3 and 4: its own embedding space, and a head over it.
         tuned = feature_backbone(
             model, loaded.spec.name, tuned_weights_id(paths.models / classifier_artifact)
@@ -482,9 +482,8 @@ def _fine_tune(
         )
         head_model = _head_in_space(
             factory, paths, tuned.space_key, loaded.space_key, manifest, model, class_ids,
-            seed=seed, crop=crop,
+            seed=seed, crop=crop, written=written,
         )  # fmt: skip
-        written.append(head_model.artifact)
         curves = {k: head_curves.get(k, []) + tune_curves.get(k, []) for k in head_curves}
         images = head_model.images | {
             "validation_used_for_stopping": n_validation,
@@ -651,6 +650,7 @@ def _head_in_space(
     *,
     seed: int,
     crop: bool,
+    written: list[str],
 ) -> _SpaceHead:
     """The classifier's dense softmax as a head over its space, measured, kept and judged
     as :func:`datasets.training.train_on_version` keeps a head.
@@ -683,6 +683,7 @@ def _head_in_space(
     head = head_from_dense(kernel, bias, x[train], index[train])
     test_metrics = evaluate(index[test], head.predict_proba(x[test]), class_ids=class_ids)
     artifact = save_head(paths, head, data, test)
+    written.append(artifact)  # with its split and issues, removed if the run stops
     issues_from = data
     if base is not None:
         train_ids = set(data.image_ids[train].tolist())

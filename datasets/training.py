@@ -567,6 +567,7 @@ def judge_and_promote(
             verdict.notes.append("not promoted: --no-promote")
         else:
             verdict.notes.append("not promoted: " + result.summary())
+    registry.requeue_lacking(factory, result)
     if verdict.promoted:
         # After the commit: the queue is reordered from cached embeddings.
         verdict.rescored = registry.rescore(

@@ -475,6 +475,7 @@ def promote(version_id: int) -> ResponseReturnValue:
                 override=override,
             )
     except registry.GateRefused as refused:
+        registry.requeue_lacking(runtime_of(current_app).factory, refused.gate)
         return _model_page(
             version_id, status=409, form="promote", reason=reason,
             error=f"Model {version_id} was not promoted: the promotion gate refused it."

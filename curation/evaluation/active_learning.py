@@ -576,7 +576,11 @@ def ratio_interval(
     picks = np.random.default_rng(0).integers(0, mine.size, size=(draws, mine.size))
     with np.errstate(invalid="ignore", divide="ignore"):
         ratios = mine[picks].mean(axis=1) / theirs[picks].mean(axis=1)
-    low, high = np.percentile(ratios, [2.5, 97.5])
+    # A seed that never reaches the share counts inf labels: a draw where
+    # neither did (inf / inf) is unbounded too, and the quantiles are order
+    # statistics, so an inf bound stays inf instead of turning into NaN.
+    ratios = np.where(np.isnan(ratios), np.inf, ratios)
+    low, high = np.quantile(ratios, [0.025, 0.975], method="inverted_cdf")
     return [float(low), float(high)]
 
 

@@ -293,51 +293,39 @@ def lookup(
 
 
 def images_missing_from(session: Session, space: EmbeddingSpace) -> list[int]:
-    """Images the workers have processed (scoring job done) that ``space`` lacks, by id.
+    """Images the workers have processed that ``space`` lacks, by id.
 
     What a newly promoted champion in its own space (a fine-tuned backbone's)
-    still has to embed before it can score them. One anti-join of the
-    scoring jobs (one row per image) against the space's whole-image rows;
-    pending jobs are on their way anyway, dead ones cannot be decoded.
+    still has to embed before it can score them: images whose scoring job is
+    done, or dead although some space holds them whole (they decode: they
+    died of a champion whose classifier could not be loaded). One anti-join
+    of the scoring jobs (one row per image) against the space's whole-image
+    rows; pending jobs are on their way anyway.
     """
+    from sqlalchemy import or_
+    from sqlalchemy.orm import aliased
+
     from curation.models import JobStatus, ScoringJob
 
+    mine, anywhere = aliased(ImageEmbedding), aliased(ImageEmbedding)
     # NOT EXISTS, not NOT IN: PostgreSQL plans it as a hash anti-join, where a
     # NOT IN over a million ids that outgrow work_mem runs a subplan per row.
     in_space = exists().where(
-        ImageEmbedding.space_id == space.id,
-        ImageEmbedding.crop_key == FULL,
-        ImageEmbedding.image_id == ScoringJob.image_id,
+        mine.space_id == space.id,
+        mine.crop_key == FULL,
+        mine.image_id == ScoringJob.image_id,
     )
+    decodes = exists().where(anywhere.crop_key == FULL, anywhere.image_id == ScoringJob.image_id)
     query = (
         select(ScoringJob.image_id)
-        .where(ScoringJob.status == JobStatus.DONE.value, ~in_space)
-        .order_by(ScoringJob.image_id)
-    )
-    return [int(i) for i in session.scalars(query)]
-
-
-def last_row(session: Session, space: EmbeddingSpace) -> int:
-    """The highest file row mapped in ``space`` (-1 when empty): rows only grow, so
-    images mapped later have higher rows (:func:`image_ids_after`)."""
-    from sqlalchemy import func
-
-    found = session.scalar(
-        select(func.max(ImageEmbedding.row)).where(ImageEmbedding.space_id == space.id)
-    )
-    return -1 if found is None else int(found)
-
-
-def image_ids_after(session: Session, space: EmbeddingSpace, row: int) -> list[int]:
-    """Images whose whole-image embedding was mapped in ``space`` after file row ``row``."""
-    query = (
-        select(ImageEmbedding.image_id)
         .where(
-            ImageEmbedding.space_id == space.id,
-            ImageEmbedding.crop_key == FULL,
-            ImageEmbedding.row > row,
+            or_(
+                ScoringJob.status == JobStatus.DONE.value,
+                (ScoringJob.status == JobStatus.DEAD.value) & decodes,
+            ),
+            ~in_space,
         )
-        .order_by(ImageEmbedding.image_id)
+        .order_by(ScoringJob.image_id)
     )
     return [int(i) for i in session.scalars(query)]
 

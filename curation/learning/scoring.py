@@ -354,13 +354,15 @@ def score_images(
     random_share: float = 0.05,
     seed: int = 0,
     timings: dict[str, float] | None = None,
+    read_ids: list[NDArray[np.int64]] | None = None,
 ) -> int:
     """Score cached embeddings with ``model`` and queue what needs a human.
 
     ``image_ids`` None means every image with an embedding in the model's
     space: a full rescoring, whose ranking then orders the queue (in the
     same transaction). Returns the number of images scored; ``timings``,
-    if given, receives the seconds each phase took.
+    if given, receives the seconds each phase took, and ``read_ids`` the
+    (sorted) ids of the images scored.
     """
     clock = _PhaseClock(timings)
     with factory() as session:
@@ -455,6 +457,8 @@ def score_images(
         if image_ids is None:
             bulk_write.mark_ranked(session, model.version_id, now)
     clock.lap("commit")
+    if read_ids is not None:
+        read_ids.append(ids)
     return len(ids)
 
 

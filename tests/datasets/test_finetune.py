@@ -494,7 +494,13 @@ def test_a_fine_tuned_model_is_judged_promoted_and_scores_the_queue(
             session, paths, head.model_version_id, max_class_drop=100, min_new_class_recall=0.0
         )
     assert not refused.passed and refused.checks[0].name == "embedding_space"
-    assert f"ids {gone}" in refused.checks[0].detail
+    assert f"ids {gone}" in refused.checks[0].detail and refused.lacking == [gone]
+    with runtime.factory() as session:  # judging alone sends nothing
+        pending = select(ScoringJob).where(
+            ScoringJob.image_id == gone, ScoringJob.status == "pending"
+        )
+        assert session.scalars(pending).first() is None
+    assert registry.requeue_lacking(runtime.factory, refused) == 1
     with runtime.factory() as session:
         job = session.scalars(select(ScoringJob).where(ScoringJob.image_id == gone)).one()
         assert job.status == "pending"
