@@ -34,13 +34,13 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from _report import cpu_model, source_info
+from ingest import bench_settings
 from sqlalchemy import select
 
 from curation import migrate, registry
@@ -51,28 +51,12 @@ from curation.learning.backbones import load_backbone
 from curation.learning.scoring import LearningPaths, embed_missing
 from curation.models import Image
 from curation.runtime import build_runtime
-from curation.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def settings_for(data_dir: Path, url: str, backbone: str, weights: str) -> Settings:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings(
-        environment="test",
-        data_dir=data_dir,
-        database_url=url,
-        broker_url="memory://",
-        result_backend="cache+memory://",
-        secret_key="bench-secret",
-        ingest_workers=2,
-        ingest_commit_every=64,
-    )
-    return replace(settings, backbone=backbone, backbone_weights=weights)
 
 
 class PhaseClock:
@@ -107,7 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="curation-bench-finetune-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'curation.db'}"
         migrate.upgrade(url)
-        settings = settings_for(Path(tmp) / "var", url, args.backbone, str(args.weights))
+        settings = bench_settings(
+            Path(tmp) / "var", url, ingest_workers=2, backbone=args.backbone,
+            backbone_weights=str(args.weights),
+        )  # fmt: skip
         runtime = build_runtime(settings)
         paths = LearningPaths.under(settings.data_dir)
         try:
