@@ -355,17 +355,28 @@ def store() -> None:
 @_json_option
 @domain_errors
 def store_gc(grace_seconds: float, dry_run: bool, as_json: bool) -> None:
-    """Remove stored files that no image row references."""
+    """Remove stored files that no image row references, and fine-tuned spaces and
+    classifier files that no model uses (left by a fine-tuning run killed outright)."""
+    from curation.learning.tuned import collect_orphan_spaces
+
     runtime = build_runtime()
     with runtime.factory() as session:
         orphans = collect_orphans(
             session, runtime.store, grace_seconds=grace_seconds, dry_run=dry_run
         )
+    paths = _learning_paths(runtime)
+    with runtime.factory() as session, session.begin():
+        leftovers = collect_orphan_spaces(
+            session, paths.embeddings, paths.models, grace_seconds=grace_seconds, dry_run=dry_run
+        )
     verb = "would remove" if dry_run else "removed"
     _emit(
         as_json,
-        {"orphans": orphans, "dry_run": dry_run},
-        lambda: click.echo(f"{verb} {len(orphans)} orphan files"),
+        {"orphans": orphans, "fine_tuning_leftovers": leftovers, "dry_run": dry_run},
+        lambda: click.echo(
+            f"{verb} {len(orphans)} orphan files and {len(leftovers)} fine-tuning leftovers"
+            + (f" ({', '.join(leftovers)})" if leftovers else "")
+        ),
     )
 
 

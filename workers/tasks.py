@@ -18,11 +18,20 @@ from workers.runtime import worker_backbone, worker_runtime
 
 @celery_app.task(name="curation.store.collect_orphans", acks_late=True, time_limit=3600)
 def collect_orphan_files(grace_seconds: float = DEFAULT_GRACE_SECONDS) -> dict[str, Any]:
-    """Remove stored files left behind by a crash between writing and committing."""
+    """Remove stored files left behind by a crash between writing and committing, and
+    what a fine-tuning run killed outright left (a half-filled space, its classifier)."""
+    from curation.learning.scoring import LearningPaths
+    from curation.learning.tuned import collect_orphan_spaces
+
     runtime = worker_runtime()
     with runtime.factory() as session:
         removed = collect_orphans(session, runtime.store, grace_seconds=grace_seconds)
-    return {"removed": len(removed)}
+    paths = LearningPaths.under(runtime.settings.data_dir)
+    with runtime.factory() as session, session.begin():
+        spaces = collect_orphan_spaces(
+            session, paths.embeddings, paths.models, grace_seconds=grace_seconds
+        )
+    return {"removed": len(removed), "fine_tuning_leftovers": spaces}
 
 
 @celery_app.task(name="curation.system.ping", acks_late=True, time_limit=60)

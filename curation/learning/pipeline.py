@@ -30,6 +30,8 @@ from curation.models import (
     ClassStatus,
     EmbeddingSpace,
     LandmarkClass,
+    ModelStatus,
+    ModelVersion,
     QueueItem,
     QueueOrder,
     QueueStatus,
@@ -87,7 +89,16 @@ def process_batch(
         if good:
             order_cold_start(runtime, paths, backbone.space_key)
     with runtime.factory() as session, session.begin():
-        now_champion = champion(session)
+        # FOR SHARE on PostgreSQL (SQLite serialises writers anyway): a promotion
+        # retiring this champion waits for this commit, so its search for images
+        # its space lacks sees these jobs done.
+        now_champion = session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.status == ModelStatus.CHAMPION.value)
+            .order_by(ModelVersion.id.desc())
+            .limit(1)
+            .with_for_update(read=True)
+        ).first()
         if (now_champion.id if now_champion else None) != (current.id if current else None):
             # A promotion committed while this batch ran: it may have needed these
             # images in its own space (and requeued them before this batch had

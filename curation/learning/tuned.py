@@ -122,3 +122,63 @@ def backbone_for_space(
         f"embedding space {space.key} belongs to a fine-tuned backbone, but no model version"
         " records its classifier file"
     )
+
+
+def collect_orphan_spaces(
+    session: Session,
+    embeddings_dir: Path,
+    models_dir: Path,
+    *,
+    grace_seconds: float,
+    dry_run: bool = False,
+) -> list[str]:
+    """Remove fine-tuned spaces and classifier files that no model version uses.
+
+    What a fine-tuning run killed outright (no cancel, no error handler)
+    leaves behind: a half-filled space, its vector file, its ``.keras``.
+    Nothing is touched while a training run is running (the space may be its
+    own, not yet recorded), nor anything written to within ``grace_seconds``
+    (a run outside the run table still appending). Returns what was (or,
+    with ``dry_run``, would be) removed: space keys and file names.
+    """
+    import time
+    from datetime import UTC
+
+    from curation.learning import embedding_store
+    from curation.models import EmbeddingSpace, ModelVersion, RunStatus, TrainingRun
+
+    running = session.scalar(
+        select(TrainingRun.id).where(TrainingRun.status == RunStatus.RUNNING.value).limit(1)
+    )
+    if running is not None:
+        return []
+    versions = list(session.scalars(select(ModelVersion)))
+    used_spaces = {v.space_id for v in versions}
+    used_files = {str((v.settings or {}).get("backbone_artifact") or "") for v in versions}
+    used_files |= {v.artifact_key for v in versions}
+    now = time.time()
+
+    def idle(path: Path, since: float) -> bool:
+        touched = max(since, path.stat().st_mtime if path.exists() else since)
+        return now - touched >= grace_seconds
+
+    removed: list[str] = []
+    for space in session.scalars(
+        select(EmbeddingSpace).where(EmbeddingSpace.weights_id.startswith(TUNED_PREFIX))
+    ):
+        vectors = embedding_store.space_file(embeddings_dir, space).path
+        created = space.created_at
+        if created.tzinfo is None:  # SQLite keeps naive UTC
+            created = created.replace(tzinfo=UTC)
+        if space.id in used_spaces or not idle(vectors, created.timestamp()):
+            continue
+        removed.append(space.key)
+        if not dry_run:
+            embedding_store.drop_space(session, embeddings_dir, space.key)
+    if models_dir.is_dir():
+        for path in sorted(models_dir.glob("*.keras")):
+            if path.name not in used_files and idle(path, 0.0):
+                removed.append(path.name)
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+    return removed

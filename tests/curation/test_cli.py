@@ -253,12 +253,23 @@ def test_store_gc(cli: Cli) -> None:
     store.put(key, b"orphan")
     old = time.time() - 7200
     os.utime(store.path_for(key), (old, old))
+    # A classifier file a killed fine-tuning run left, which no model names.
+    classifier = cli.data_dir / "models" / "0123abcd.keras"
+    classifier.parent.mkdir(parents=True, exist_ok=True)
+    classifier.write_bytes(b"not a model")
+    os.utime(classifier, (old, old))
     dry = cli("store", "gc", "--dry-run", "--json")
-    assert json.loads(dry.stdout) == {"orphans": [key], "dry_run": True}
-    assert store.exists(key)
+    assert json.loads(dry.stdout) == {
+        "orphans": [key],
+        "fine_tuning_leftovers": ["0123abcd.keras"],
+        "dry_run": True,
+    }
+    assert store.exists(key) and classifier.exists()
     done = cli("store", "gc")
-    assert done.stdout.strip() == "removed 1 orphan files"
-    assert not store.exists(key)
+    assert done.stdout.strip() == (
+        "removed 1 orphan files and 1 fine-tuning leftovers (0123abcd.keras)"
+    )
+    assert not store.exists(key) and not classifier.exists()
 
 
 def test_bad_setting_is_one_error_line(cli: Cli, tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_worker_on_redis_and_postgres_runs_tasks(tmp_path: Path, pg_url: str) ->
     with running_worker(env, tmp_path / "worker.log"):
         assert app.send_task("curation.system.ping").get(timeout=30) == {"ok": True, "images": 0}
         removed = app.send_task("curation.store.collect_orphans").get(timeout=30)
-    assert removed == {"removed": 1}
+    assert removed == {"removed": 1, "fine_tuning_leftovers": []}
     assert not orphan.exists()
     client.flushdb()
 

@@ -145,3 +145,61 @@ def test_missing_images_lookup_and_requeue_across_spaces(
     requeued = [jobs[ids[2]], jobs[ids[3]], jobs[newcomer]]
     assert all(j.status == "pending" and j.attempts == 0 and j.enqueued_at is None
                for j in requeued)  # fmt: skip
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_leftovers_of_a_killed_fine_tuning_run_are_collected(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A fine-tuned space no model uses goes, with its vectors, once idle and no run is
+    running; a model's own space and files stay."""
+    from datetime import UTC, datetime
+
+    from curation.learning.tuned import collect_orphan_spaces
+    from curation.models import ModelVersion, RunStatus, RunTrigger, TrainingRun
+
+    runtime = request.getfixturevalue("runtime" if database == "sqlite" else "pg_runtime")
+    embeddings, models = tmp_path / "embeddings", tmp_path / "models"
+    models.mkdir()
+    with runtime.factory() as session, session.begin():
+        ids = _images(session, 2)
+        kept = es.get_or_create_space(
+            session, key="m:tuned:aa", backbone="m", weights_id="tuned:aa", dim=2
+        )
+        left = es.get_or_create_space(
+            session, key="m:tuned:bb", backbone="m", weights_id="tuned:bb", dim=2
+        )
+        for space in (kept, left):
+            es.record(session, embeddings, space, [(i, es.FULL) for i in ids], np.ones((2, 2)))
+        session.add(
+            ModelVersion(
+                space_id=kept.id, class_ids=[1], artifact_key="head.npz", seed=0,
+                settings={"backbone_artifact": "kept.keras"}, metrics={}, status="candidate",
+            )
+        )  # fmt: skip
+        run = TrainingRun(
+            status=RunStatus.RUNNING.value, trigger=RunTrigger.MANUAL.value, requested_by="t",
+            started_at=datetime.now(UTC), heartbeat_at=datetime.now(UTC),
+        )  # fmt: skip
+        session.add(run)
+    for name in ("kept.keras", "left.keras"):
+        (models / name).write_bytes(b"x")
+
+    def collect(grace: float, *, dry_run: bool = False) -> list[str]:
+        with runtime.factory() as session, session.begin():
+            return collect_orphan_spaces(
+                session, embeddings, models, grace_seconds=grace, dry_run=dry_run
+            )
+
+    assert collect(0.0) == []  # a run is running: the space may be its own
+    with runtime.factory() as session, session.begin():
+        session.get_one(TrainingRun, run.id).status = RunStatus.FAILED.value
+    assert collect(3600.0) == []  # written to a moment ago
+    assert collect(0.0, dry_run=True) == ["m:tuned:bb", "left.keras"]
+    assert collect(0.0) == ["m:tuned:bb", "left.keras"]
+    with runtime.factory() as session:
+        keys = set(session.scalars(select(es.EmbeddingSpace.key)))
+        rows = session.scalar(select(func.count()).select_from(ImageEmbedding))
+    assert keys == {"m:tuned:aa"} and rows == 2
+    assert sorted(p.name for p in models.iterdir()) == ["kept.keras"]
+    assert sorted(p.name for p in embeddings.iterdir()) == [f"{kept.id}.f16"]
