@@ -24,6 +24,7 @@ the commit that promoted a model (it opens its own short transactions).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -547,21 +548,25 @@ def rescore(
     *,
     strategy: Strategy = Strategy.BALANCED,
     random_share: float = 0.05,
+    timings: dict[str, float] | None = None,
 ) -> int:
     """Rescore every cached embedding with ``version_id`` (after the promoting commit).
 
     Workers keep scoring new images meanwhile, and a full rescoring rewrites
     the ranking from what it read: images mapped into the space after that
     read are scored again once it is written, and images the space still
-    lacks go back to the outbox. Returns the number of images scored in all.
+    lacks go back to the outbox. Returns the number of images scored by the
+    full rescoring; ``timings`` gets its phases and ``catch_up``.
     """
     with factory() as session:
         refuse_pixel_only(get_version(session, version_id), "rescore the queue")
         model = load_model(session, paths, version_id)
     read: list[NDArray[np.int64]] = []
     scored = score_images(
-        factory, paths, model, strategy=strategy, random_share=random_share, read_ids=read
-    )
+        factory, paths, model, strategy=strategy, random_share=random_share, read_ids=read,
+        timings=timings,
+    )  # fmt: skip
+    started = time.perf_counter()
     with factory() as session, session.begin():
         # A set difference, not a row high-water mark: workers map rows in
         # their commit order, which is not the order of the file's rows.
@@ -570,6 +575,8 @@ def rescore(
         outbox.requeue(session, embedding_store.images_missing_from(session, model.space))
     if late:
         score_images(factory, paths, model, late, strategy=strategy, random_share=random_share)
+    if timings is not None:
+        timings["catch_up"] = round(time.perf_counter() - started, 3)
     return scored
 
 
