@@ -23,7 +23,7 @@ from curation.learning.backbones import LoadedBackbone, configured_space_key, lo
 from curation.learning.decode import UndecodableImage, decode_for_model
 from curation.learning.scoring import LearningPaths, LoadedModel, champion, load_model
 from curation.learning.tuned import backbone_for_space, is_tuned_space
-from curation.models import ClassAlias, LandmarkClass
+from curation.models import ClassAlias, EmbeddingSpace, LandmarkClass
 from curation.validation import decode_untrusted
 
 MAX_TOP_K = 20
@@ -32,6 +32,19 @@ LANGUAGE_MAX = 16
 _lock = threading.Lock()
 _backbones: dict[tuple[str, str], LoadedBackbone] = {}
 _models: dict[int, LoadedModel] = {}
+
+
+def _tuned_backbone(
+    session: Session, paths: LearningPaths, space: EmbeddingSpace
+) -> LoadedBackbone:
+    """A fine-tuned champion's backbone, loaded once per process (no query per request)."""
+    with _lock:  # one load for concurrent first requests
+        backbone = _backbones.get((space.key, "tuned"))
+        if backbone is None:
+            backbone = backbone_for_space(session, paths.models, space)
+            assert backbone is not None  # a tuned space's key
+            _backbones[(space.key, "tuned")] = backbone
+        return backbone
 
 
 def shared_backbone(name: str, weights: str) -> LoadedBackbone:
@@ -135,13 +148,11 @@ def predict(
             f" backbone is {configured_space_key(backbone, weights)}"
         )
     if embedder is None:
-        if tuned:
-            with _lock:  # one load for concurrent first requests
-                found = backbone_for_space(session, paths.models, model.space)
-            assert found is not None
-            loaded = found
-        else:
-            loaded = shared_backbone(backbone, weights)
+        loaded = (
+            _tuned_backbone(session, paths, model.space)
+            if tuned
+            else shared_backbone(backbone, weights)
+        )
         size, embedder = loaded.spec.input_size, loaded.embed_batch
     else:
         from curation.learning.backbones import get_spec

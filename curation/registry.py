@@ -39,7 +39,7 @@ from curation.learning import embedding_store, outbox
 from curation.learning.embedding_store import FULL
 from curation.learning.head import Head
 from curation.learning.priority import Strategy
-from curation.learning.scoring import LearningPaths, load_model, score_images
+from curation.learning.scoring import LearningPaths, champion, load_model, score_images
 from curation.models import (
     AuditEntry,
     EmbeddingSpace,
@@ -207,12 +207,7 @@ def get_version(session: Session, version_id: int) -> ModelVersion:
 
 
 def current_champion(session: Session) -> ModelVersion | None:
-    return session.scalars(
-        select(ModelVersion)
-        .where(ModelVersion.status == ModelStatus.CHAMPION.value)
-        .order_by(ModelVersion.id.desc())
-        .limit(1)
-    ).first()
+    return champion(session)
 
 
 def evaluate_gate(

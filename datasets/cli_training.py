@@ -236,10 +236,7 @@ def _fine_tune(
         LearningPaths.under(settings.data_dir),
         outcome.model_version_id,
         promote=not no_promote,
-        gate=GateSettings(
-            max_class_drop=settings.gate_max_class_drop,
-            min_new_class_recall=settings.gate_min_new_class_recall,
-        ),
+        gate=GateSettings.of(settings),
         actor=f"cli:{getpass.getuser()}",
         strategy=Strategy(settings.queue_strategy),
         random_share=settings.queue_random_share,
@@ -287,10 +284,7 @@ def _train_with_progress(
         seed=seed,
         options=options,
         promote=not no_promote,
-        gate=GateSettings(
-            max_class_drop=settings.gate_max_class_drop,
-            min_new_class_recall=settings.gate_min_new_class_recall,
-        ),
+        gate=GateSettings.of(settings),
         strategy=Strategy(settings.queue_strategy),
         random_share=settings.queue_random_share,
         on_progress=progress,

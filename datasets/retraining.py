@@ -181,10 +181,7 @@ def run_retraining(
         run_id=run_id,
         space_key=space_key,
         actor=f"retraining:{trigger}",
-        gate=GateSettings(
-            max_class_drop=settings.gate_max_class_drop,
-            min_new_class_recall=settings.gate_min_new_class_recall,
-        ),
+        gate=GateSettings.of(settings),
         strategy=Strategy(settings.queue_strategy),
         random_share=settings.queue_random_share,
     )

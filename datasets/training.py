@@ -35,13 +35,13 @@ from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths
 from curation.models import (
     EmbeddingSpace,
-    ImageEmbedding,
     ModelStatus,
     ModelVersion,
     RunStatus,
     RunTrigger,
     Split,
 )
+from curation.settings import Settings
 from datasets.manifest import Manifest
 from datasets.versions import find_version, load_manifest
 
@@ -144,43 +144,23 @@ def version_embeddings(
     image (counted); one with no embedding at all is reported in ``missing``.
     ``crop=False`` reads every entry whole (a model trained without crops).
     """
-    rows: dict[tuple[int, str], int] = {}
     ids = manifest.image_ids.tolist()
-    for start in range(0, len(ids), 10000):
-        chunk = ids[start : start + 10000]
-        query = select(ImageEmbedding.image_id, ImageEmbedding.crop_key, ImageEmbedding.row).where(
-            ImageEmbedding.space_id == space.id, ImageEmbedding.image_id.in_(chunk)
-        )
-        rows.update(((i, c), r) for i, c, r in session.execute(query).tuples())
     boxed: NDArray[np.bool_] = np.asarray(~np.isnan(manifest.boxes).any(axis=1)) & crop
-    picked: list[int] = []
-    keep: list[int] = []
-    crops: list[str] = []
-    missing: list[int] = []
-    fallback = 0
-    for n, image_id in enumerate(ids):
-        row, meant = None, embedding_store.FULL
-        if boxed[n]:
-            x0, y0, x1, y1 = (float(v) for v in manifest.boxes[n])
-            meant = embedding_store.crop_key((x0, y0, x1, y1))
-            row = rows.get((image_id, meant))
-        if row is None:
-            row = rows.get((image_id, embedding_store.FULL))
-            if row is not None and boxed[n]:
-                fallback += 1
-        if row is None:
-            missing.append(image_id)
-            continue
-        picked.append(row)
-        keep.append(n)
-        crops.append(meant)
+    meant = [
+        embedding_store.crop_key((float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+        if is_boxed
+        else embedding_store.FULL
+        for b, is_boxed in zip(manifest.boxes, boxed, strict=True)
+    ]
+    rows, fell_back = embedding_store.rows_for(session, space, ids, meant)
+    index = np.flatnonzero(rows >= 0).astype(np.int64)
+    missing = [ids[n] for n in np.flatnonzero(rows < 0)]
+    fallback = int(fell_back.sum())
+    crops = [meant[n] for n in index]
     matrix = embedding_store.space_file(paths.embeddings, space).matrix()
     vectors = (
-        np.asarray(matrix[np.asarray(picked, dtype=np.int64)])
-        if picked
-        else np.zeros((0, space.dim), np.float16)
+        np.asarray(matrix[rows[index]]) if len(index) else np.zeros((0, space.dim), np.float16)
     )
-    index = np.asarray(keep, dtype=np.int64)
     return VersionEmbeddings(
         image_ids=manifest.image_ids[index],
         class_ids=manifest.class_ids[index],
@@ -481,6 +461,14 @@ def write_label_issues(
 class GateSettings:
     max_class_drop: float = 5.0
     min_new_class_recall: float = 0.5
+
+    @classmethod
+    def of(cls, settings: Settings) -> GateSettings:
+        """The gate the platform's settings configure."""
+        return cls(
+            max_class_drop=settings.gate_max_class_drop,
+            min_new_class_recall=settings.gate_min_new_class_recall,
+        )
 
 
 def train_and_promote(

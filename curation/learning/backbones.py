@@ -148,8 +148,9 @@ def _application(constructor_name: str, size: int, **options: object) -> Builder
     return build
 
 
-def _passthrough(pixels: Any) -> Any:
-    """EfficientNet and MobileNetV3 rescale inside the model: pixels stay in [0, 255]."""
+def passthrough(pixels: Any) -> Any:
+    """For models that rescale inside (EfficientNet, MobileNetV3, a fine-tuned
+    classifier): pixels stay in [0, 255]."""
     return pixels
 
 
@@ -184,7 +185,7 @@ BACKBONES: Final[Mapping[str, BackboneSpec]] = {
             input_size=224,
             dim=1280,
             builder=_application("EfficientNetB0", 224),
-            preprocess=_passthrough,
+            preprocess=passthrough,
         ),
         BackboneSpec(
             name="mobilenetv2",
@@ -198,7 +199,7 @@ BACKBONES: Final[Mapping[str, BackboneSpec]] = {
             input_size=224,
             dim=576,
             builder=_application("MobileNetV3Small", 224),
-            preprocess=_passthrough,
+            preprocess=passthrough,
         ),
         *(_mobilenet(alpha) for alpha in MOBILENET_ALPHAS),
     )

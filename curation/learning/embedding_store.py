@@ -272,24 +272,46 @@ def lookup(
     crop was never embedded); ``found[i]`` is False, and the row zeros,
     where the space has neither.
     """
+    rows, _ = rows_for(session, space, image_ids, crop_keys)
+    found = rows >= 0
+    vectors = np.zeros((len(rows), space.dim), np.float16)
+    if found.any():
+        vectors[found] = space_file(root, space).matrix()[rows[found]]
+    return vectors, found
+
+
+def rows_for(
+    session: Session,
+    space: EmbeddingSpace,
+    image_ids: Sequence[int],
+    crop_keys: Sequence[str] | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """((n,) file rows, -1 where the space has no embedding; (n,) whole-image fallbacks).
+
+    Row ``i`` is that of ``crop_keys[i]`` (the whole image when None) where
+    the space has it, else that of the whole image; the second array marks
+    the images that asked for a crop and got their whole image instead.
+    """
     ids = [int(i) for i in image_ids]
     crops = list(crop_keys) if crop_keys is not None else [FULL] * len(ids)
     if len(crops) != len(ids):
         raise ValueError("one crop key per image")
-    rows: dict[tuple[int, str], int] = {}
+    mapped: dict[tuple[int, str], int] = {}
     for start in range(0, len(ids), 10000):
         chunk = ids[start : start + 10000]
         query = select(ImageEmbedding.image_id, ImageEmbedding.crop_key, ImageEmbedding.row).where(
             ImageEmbedding.space_id == space.id, ImageEmbedding.image_id.in_(chunk)
         )
-        rows.update(((i, c), r) for i, c, r in session.execute(query).tuples())
-    picked = [rows.get((i, c), rows.get((i, FULL), -1)) for i, c in zip(ids, crops, strict=True)]
-    found = np.asarray([r >= 0 for r in picked], dtype=np.bool_)
-    vectors = np.zeros((len(ids), space.dim), np.float16)
-    if found.any():
-        wanted = np.asarray(picked, dtype=np.int64)[found]
-        vectors[found] = space_file(root, space).matrix()[wanted]
-    return vectors, found
+        mapped.update(((i, c), r) for i, c, r in session.execute(query).tuples())
+    rows = np.full(len(ids), -1, dtype=np.int64)
+    fell_back = np.zeros(len(ids), dtype=np.bool_)
+    for n, (image_id, crop) in enumerate(zip(ids, crops, strict=True)):
+        row = mapped.get((image_id, crop))
+        if row is None:
+            row = mapped.get((image_id, FULL))
+            fell_back[n] = row is not None and crop != FULL
+        rows[n] = -1 if row is None else row
+    return rows, fell_back
 
 
 def images_missing_from(session: Session, space: EmbeddingSpace) -> list[int]:

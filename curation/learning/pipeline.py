@@ -30,8 +30,6 @@ from curation.models import (
     ClassStatus,
     EmbeddingSpace,
     LandmarkClass,
-    ModelStatus,
-    ModelVersion,
     QueueItem,
     QueueOrder,
     QueueStatus,
@@ -76,11 +74,10 @@ def process_batch(
     with runtime.factory() as session:
         current = champion(session)
         model = load_model(session, paths, current.id) if current is not None else None
-    if model is not None and model.space.key != backbone.space_key:
+    tuned_champion = model is not None and is_tuned_space(model.space.key)
+    if model is not None and tuned_champion:
         good = _embed_for_champion(runtime, paths, model.space, good, outcome)
-    if model is not None and (
-        model.space.key == backbone.space_key or is_tuned_space(model.space.key)
-    ):
+    if model is not None and (model.space.key == backbone.space_key or tuned_champion):
         outcome.scored = score_images(
             runtime.factory, paths, model, good, strategy=strategy, random_share=random_share
         )
@@ -89,16 +86,9 @@ def process_batch(
         if good:
             order_cold_start(runtime, paths, backbone.space_key)
     with runtime.factory() as session, session.begin():
-        # FOR SHARE on PostgreSQL (SQLite serialises writers anyway): a promotion
-        # retiring this champion waits for this commit, so its search for images
-        # its space lacks sees these jobs done.
-        now_champion = session.scalars(
-            select(ModelVersion)
-            .where(ModelVersion.status == ModelStatus.CHAMPION.value)
-            .order_by(ModelVersion.id.desc())
-            .limit(1)
-            .with_for_update(read=True)
-        ).first()
+        # Locked: a promotion retiring this champion waits for this commit, so
+        # its search for images its space lacks sees these jobs done.
+        now_champion = champion(session, lock=True)
         if (now_champion.id if now_champion else None) != (current.id if current else None):
             # A promotion committed while this batch ran: it may have needed these
             # images in its own space (and requeued them before this batch had
@@ -124,7 +114,7 @@ def _embed_for_champion(
     parked as dead after the usual attempts: a promotion or rollback requeues
     them).
     """
-    if not image_ids or not is_tuned_space(space.key):
+    if not image_ids:
         return image_ids
     try:
         with runtime.factory() as session:

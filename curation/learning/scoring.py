@@ -281,13 +281,16 @@ def train_model(
         return version.id
 
 
-def champion(session: Session) -> ModelVersion | None:
-    return session.scalars(
+def champion(session: Session, *, lock: bool = False) -> ModelVersion | None:
+    """The current champion; ``lock`` takes FOR SHARE on its row (PostgreSQL; SQLite
+    serialises writers anyway), so a promotion retiring it waits for this transaction."""
+    query = (
         select(ModelVersion)
         .where(ModelVersion.status == ModelStatus.CHAMPION.value)
         .order_by(ModelVersion.id.desc())
         .limit(1)
-    ).first()
+    )
+    return session.scalars(query.with_for_update(read=True) if lock else query).first()
 
 
 # --- scoring -------------------------------------------------------------------

@@ -25,6 +25,8 @@ names are random), so a process keeps a loaded one for its lifetime.
 from __future__ import annotations
 
 import dataclasses
+import time
+from datetime import UTC
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -32,13 +34,13 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import select
 
 from curation.exceptions import ConfigurationError
-from curation.learning.backbones import LoadedBackbone, file_digest, get_spec
+from curation.learning import embedding_store
+from curation.learning.backbones import LoadedBackbone, file_digest, get_spec, passthrough
+from curation.models import EmbeddingSpace, ModelVersion, RunStatus, TrainingRun
 
 if TYPE_CHECKING:
     import keras
     from sqlalchemy.orm import Session
-
-    from curation.models import EmbeddingSpace
 
 TUNED_PREFIX: Final = "tuned:"  # weights ids (and so space keys) of fine-tuned backbones
 FEATURE_LAYER: Final = "head_dropout"  # its input is what the dense softmax reads
@@ -54,10 +56,6 @@ def is_tuned_space(space_key: str) -> bool:
     """Whether a space key names a fine-tuned backbone's space."""
     _, _, weights_id = space_key.partition(":")
     return weights_id.startswith(TUNED_PREFIX)
-
-
-def _passthrough(pixels: object) -> object:
-    return pixels
 
 
 def feature_backbone(
@@ -79,7 +77,7 @@ def feature_backbone(
         ) from error
     model = keras.Model(classifier.inputs, features, name=f"{classifier.name}_features")
     spec = get_spec(backbone_name)
-    spec = dataclasses.replace(spec, dim=int(features.shape[-1]), preprocess=_passthrough)
+    spec = dataclasses.replace(spec, dim=int(features.shape[-1]), preprocess=passthrough)
     return LoadedBackbone(spec=spec, model=model, weights_id=weights_id)
 
 
@@ -103,8 +101,6 @@ def backbone_for_space(
     Raises ``ConfigurationError`` when the space is a fine-tuned one but no
     model version names its classifier file (or the file is gone).
     """
-    from curation.models import ModelVersion
-
     if not is_tuned_space(space.key):
         return None
     for version in session.scalars(
@@ -141,12 +137,6 @@ def collect_orphan_spaces(
     (a run outside the run table still appending). Returns what was (or,
     with ``dry_run``, would be) removed: space keys and file names.
     """
-    import time
-    from datetime import UTC
-
-    from curation.learning import embedding_store
-    from curation.models import EmbeddingSpace, ModelVersion, RunStatus, TrainingRun
-
     running = session.scalar(
         select(TrainingRun.id).where(TrainingRun.status == RunStatus.RUNNING.value).limit(1)
     )
