@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from curation import registry, training_runs
 from curation.exceptions import CurationError, NotFound, RejectedInput
 from curation.learning import embedding_store
-from curation.learning.head import Head, train_head
+from curation.learning.head import HEAD_L2, Head, train_head
 from curation.learning.metrics import evaluate
 from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths
@@ -59,7 +59,7 @@ class FineTuningNotHere(CurationError):
 class TrainingOptions:
     epochs: int = 200
     patience: int = 15
-    l2: float = 1e-3
+    l2: float = HEAD_L2
     learning_rate: float = 1e-2
     # Confident learning on the train split (out-of-sample, scikit-learn), so
     # the queue's label-error strategy has scores under the new model.

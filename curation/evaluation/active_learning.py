@@ -22,14 +22,19 @@ index returned by a strategy is a row of the pool.
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from curation.learning.head import HEAD_L2
 from curation.learning.ordering import ORDER_BATCH, TYPICAL_LABELS_PER_CLASS, head_order
 from curation.learning.priority import (
     NOVELTY_MIN_LABELS_PER_CLASS,
@@ -51,7 +56,7 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
-L2: Final = 1e-3  # the head's kernel regulariser (curation.learning.head.train_head)
+L2: Final = HEAD_L2  # the head's kernel regulariser (curation.learning.head.train_head)
 TARGET_SHARES: Final = (0.95, 0.99)
 DEFAULT_STRATEGY: Final = "default"
 
@@ -584,6 +589,70 @@ def ratio_interval(
     return [float(low), float(high)]
 
 
+@dataclass(frozen=True)
+class _SeedRun:
+    """One seed of :func:`run_benchmark`: every strategy's curve on its own budgets."""
+
+    full_accuracy: float
+    curves: list[tuple[IntArray, FloatArray]]
+    pool_size: int
+    test_size: int
+
+
+def _run_seed(
+    seed: int,
+    *,
+    x: NDArray[np.float32],
+    y: IntArray,
+    group_ids: IntArray,
+    fixed_test: BoolArray | None,
+    strategies: Sequence[str],
+    start_per_class: int,
+    batch: int,
+    test_share: float,
+    n_classes: int,
+    max_labels: int | None,
+) -> _SeedRun:
+    """Every strategy under one seed, on that seed's pool and test set."""
+    from curation.evaluation.folder import group_split
+
+    if fixed_test is None:
+        test = group_split(group_ids, y, test_share=test_share, seed=seed)
+    else:
+        test = fixed_test
+    pool = ~test
+    probe = fit_probe(x[pool], y[pool], n_classes=n_classes)
+    full = float(np.mean(probe.predict_proba(x[test]).argmax(axis=1) == y[test]))
+    curves = []
+    for name in strategies:
+        budgets, curve, _ = simulate(
+            x,
+            y,
+            pool=pool,
+            test=test,
+            strategy=STRATEGIES[name],
+            start_per_class=start_per_class,
+            batch=batch,
+            seed=seed,
+            n_classes=n_classes,
+            max_labels=max_labels,
+        )
+        curves.append((budgets, curve))
+    return _SeedRun(full, curves, pool_size=int(pool.sum()), test_size=int(test.sum()))
+
+
+def _single_threaded() -> None:
+    """Worker initialiser: one thread per process, as many processes as jobs.
+
+    The variables reach OpenMP (scikit-learn's k-means), which is loaded
+    later and reads them then; ``threadpool_limits`` reaches the BLAS that
+    NumPy has already loaded.
+    """
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    threadpool_limits(1)
+
+
 def run_benchmark(
     embeddings: NDArray[np.floating[Any]],
     labels: NDArray[np.integer[Any]],
@@ -597,6 +666,7 @@ def run_benchmark(
     test_embeddings: NDArray[np.floating[Any]] | None = None,
     test_labels: NDArray[np.integer[Any]] | None = None,
     max_labels: int | None = None,
+    jobs: int = 1,
     progress: Callable[[str, int], object] | None = None,
 ) -> Curves:
     """Every strategy under every seed, on one pool and test set per seed.
@@ -613,69 +683,72 @@ def run_benchmark(
     strategies : names in :data:`STRATEGIES`; ``"random"`` is needed for ratios.
     seeds : one run per seed and strategy.
     test_embeddings, test_labels : (T, D) and (T,) in the same class indices.
+    jobs : seeds run side by side in this many worker processes (spawned, so
+        a parent that has loaded TensorFlow is never forked); every seed is
+        deterministic on its own, so the result does not depend on ``jobs``.
+    progress : ``progress(strategy, seed_index)`` after each strategy of each
+        seed (in seed order; with ``jobs`` > 1, as each seed completes).
 
     Returns
     -------
-    :class:`Curves`, every curve on the budgets of the first strategy.
+    :class:`Curves`, every curve on the budgets of the first strategy of the first seed.
     """
-    from curation.evaluation.folder import group_split
-
     unknown = [name for name in strategies if name not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     x = np.asarray(embeddings, dtype=np.float32)
     y = np.asarray(labels, dtype=np.int64)
     n_classes = int(y.max()) + 1
+    fixed_test: BoolArray | None = None
     if test_embeddings is not None and test_labels is not None:
         x = np.concatenate([x, np.asarray(test_embeddings, dtype=np.float32)])
         y = np.concatenate([y, np.asarray(test_labels, dtype=np.int64)])
         n_classes = max(n_classes, int(y.max()) + 1)
         fixed_test = np.arange(x.shape[0]) >= len(labels)
-    else:
-        fixed_test = None
-    grid: IntArray | None = None
-    rows: list[list[FloatArray]] = [[] for _ in strategies]
-    full: list[float] = []
-    pool_size = test_size = 0
-    for k, seed in enumerate(seeds):
-        if fixed_test is None:
-            test = group_split(
-                np.asarray(group_ids, dtype=np.int64), y, test_share=test_share, seed=seed
-            )
-        else:
-            test = fixed_test
-        pool = ~test
-        pool_size, test_size = int(pool.sum()), int(test.sum())
-        probe = fit_probe(x[pool], y[pool], n_classes=n_classes)
-        full.append(float(np.mean(probe.predict_proba(x[test]).argmax(axis=1) == y[test])))
-        for s, name in enumerate(strategies):
-            budgets, curve, _ = simulate(
-                x,
-                y,
-                pool=pool,
-                test=test,
-                strategy=STRATEGIES[name],
-                start_per_class=start_per_class,
-                batch=batch,
-                seed=seed,
-                n_classes=n_classes,
-                max_labels=max_labels,
-            )
-            if grid is None:
-                grid = budgets
-            rows[s].append(interpolate_curve(budgets, curve, grid))
-            if progress is not None:
+    one_seed = partial(
+        _run_seed,
+        x=x,
+        y=y,
+        group_ids=np.asarray(group_ids, dtype=np.int64),
+        fixed_test=fixed_test,
+        strategies=list(strategies),
+        start_per_class=start_per_class,
+        batch=batch,
+        test_share=test_share,
+        n_classes=n_classes,
+        max_labels=max_labels,
+    )
+    runs: list[_SeedRun] = []
+
+    def record(k: int, run: _SeedRun) -> None:
+        runs.append(run)
+        if progress is not None:
+            for name in strategies:
                 progress(name, k)
-    assert grid is not None
-    accuracy = np.asarray([[np.asarray(r) for r in per_seed] for per_seed in rows])
+
+    workers = min(jobs, len(seeds))
+    if workers <= 1:
+        for k, seed in enumerate(seeds):
+            record(k, one_seed(seed))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded) as pool:
+            for k, run in enumerate(pool.map(one_seed, seeds)):
+                record(k, run)
+    grid = runs[0].curves[0][0]
+    accuracy = np.asarray(
+        [[interpolate_curve(*run.curves[s], grid) for run in runs] for s in range(len(strategies))]
+    )
     return Curves(
         strategies=list(strategies),
         seeds=list(seeds),
         budgets=grid,
         accuracy=accuracy,
-        full_accuracy=np.asarray(full),
-        pool_size=pool_size,
-        test_size=test_size,
+        full_accuracy=np.asarray([run.full_accuracy for run in runs]),
+        pool_size=runs[-1].pool_size,
+        test_size=runs[-1].test_size,
     )
 
 

@@ -16,6 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+# The kernel's L2 penalty. Measured with this Keras head on mobilenet_0.25
+# embeddings (bench/head_l2.py: mean of 8 group splits; 30 / 100 / all labels): 3e-2 beats
+# 1e-3 at every budget on both real sets, porto5 0.767 / 0.869 / 0.932
+# against 0.735 / 0.849 / 0.917 and wonders7 0.779 / 0.882 / 0.928 against
+# 0.744 / 0.846 / 0.907 (1e-2 lies between). A weak penalty lets the few
+# labels of a young class pull its weights far out.
+HEAD_L2 = 3e-2
+
 
 @dataclass(frozen=True)
 class Head:
@@ -105,7 +113,7 @@ def train_head(
     n_classes: int,
     seed: int = 0,
     epochs: int = 200,
-    l2: float = 1e-3,
+    l2: float = HEAD_L2,
     learning_rate: float = 1e-2,
     validation_share: float = 0.1,
     validation_data: tuple[NDArray[np.floating], NDArray[np.integer]] | None = None,

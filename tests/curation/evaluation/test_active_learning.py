@@ -80,6 +80,30 @@ def test_simulation_is_deterministic_and_ends_with_every_label() -> None:
     assert accuracy[-1] == np.mean(full.predict_proba(points[test]).argmax(1) == labels[test])
 
 
+def test_seeds_in_worker_processes_give_the_same_curves() -> None:
+    points, labels = blobs(n_per_class=40)
+    groups = np.arange(labels.size)
+    settings = dict(
+        group_ids=groups,
+        strategies=["random", al.DEFAULT_STRATEGY],
+        seeds=[0, 1, 2],
+        start_per_class=2,
+        batch=25,
+    )
+    seen: list[tuple[str, int]] = []
+    alone = al.run_benchmark(points, labels, **settings)
+    side_by_side = al.run_benchmark(
+        points, labels, jobs=2, progress=lambda name, k: seen.append((name, k)), **settings
+    )
+    assert np.array_equal(alone.accuracy, side_by_side.accuracy)
+    assert np.array_equal(alone.full_accuracy, side_by_side.full_accuracy)
+    assert np.array_equal(alone.budgets, side_by_side.budgets)
+    assert alone.accuracy.shape == (2, 3, alone.budgets.size)
+    assert seen == [(name, k) for k in range(3) for name in settings["strategies"]]
+    with pytest.raises(ValueError, match="jobs"):
+        al.run_benchmark(points, labels, jobs=0, **settings)
+
+
 def test_labels_to_reach_interpolates() -> None:
     budgets = np.array([10, 30, 50])
     accuracy = np.array([0.5, 0.7, 0.9])
@@ -199,11 +223,11 @@ def test_default_beats_random_on_porto5(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "al.png").stat().st_size > 0
     ratios = report["ratio_to_random"][al.DEFAULT_STRATEGY]
     margin_only = report["ratio_to_random"]["uncertainty"]
-    # Issue 6 asks for at most 0.55 and 0.45. Measured (seeds 0-9): 0.625 and
-    # 0.527; over 40 seeds 0.566 and 0.436; seeds 0-2 alone 0.661 and 0.296:
-    # the 95% point sits on a flat stretch of the curves, where one test image
-    # moves it by tens of labels. The bounds below guard what was reached
-    # against regressions; they do not claim the target.
+    # Issue 6 asks for at most 0.55 and 0.45. Measured (head L2 3e-2, seeds
+    # 0-9): 0.563 and 0.501; over 100 seeds 0.554 and 0.466; seeds 0-2 alone
+    # 0.444 and 0.304: the crossings sit on flat stretches of the curves, where
+    # one test image moves them by tens of labels. The bounds below guard what
+    # was reached against regressions; they do not claim the target.
     assert ratios["0.95"] <= 0.70, ratios
     assert ratios["0.99"] <= 0.60, ratios
     for share in ("0.95", "0.99"):
