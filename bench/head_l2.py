@@ -31,9 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from _report import cpu_model, source_info
 
-from curation.evaluation.folder import group_split, load_labelled_folder
+from curation.evaluation.folder import group_split, load_under_settings
 from curation.learning.head import HEAD_L2, train_head
-from curation.settings import load_settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -48,16 +47,7 @@ def measure(
     splits: int,
     budgets: list[int],
 ) -> dict[str, dict[str, float]]:
-    settings = load_settings()
-    data = load_labelled_folder(
-        folder,
-        backbone=backbone,
-        weights=weights,
-        cache_dir=cache,
-        max_distance=settings.near_duplicate_max_distance,
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-    )
+    data = load_under_settings(folder, backbone=backbone, weights=weights, cache_dir=cache)
     x, y = data.embeddings, data.labels
     n_classes = int(y.max()) + 1
     result: dict[str, dict[str, float]] = {}

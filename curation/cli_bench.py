@@ -28,19 +28,9 @@ def bench() -> None:
 
 
 def _load(folder: Path, *, backbone: str, weights: str, cache_dir: Path) -> Any:
-    from curation.evaluation.folder import load_labelled_folder
-    from curation.settings import load_settings
+    from curation.evaluation.folder import load_under_settings
 
-    settings = load_settings()
-    return load_labelled_folder(
-        folder,
-        backbone=backbone,
-        weights=weights,
-        cache_dir=cache_dir,
-        max_distance=settings.near_duplicate_max_distance,
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-    )
+    return load_under_settings(folder, backbone=backbone, weights=weights, cache_dir=cache_dir)
 
 
 def _embedding_options(command: Callable[..., Any]) -> Callable[..., Any]:

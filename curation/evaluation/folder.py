@@ -143,6 +143,23 @@ def load_labelled_folder(
     )
 
 
+def load_under_settings(root: Path, *, backbone: str, weights: str, cache_dir: Path) -> FolderData:
+    """:func:`load_labelled_folder` under the platform's configured limits: the
+    near-duplicate distance and the largest image accepted (bytes, pixels)."""
+    from curation.settings import load_settings
+
+    settings = load_settings()
+    return load_labelled_folder(
+        root,
+        backbone=backbone,
+        weights=weights,
+        cache_dir=cache_dir,
+        max_distance=settings.near_duplicate_max_distance,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+    )
+
+
 def _cached_embeddings(
     root: Path,
     rows: list[tuple[str, str, str, int]],
