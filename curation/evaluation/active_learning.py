@@ -784,8 +784,10 @@ def plot_curves(curves: Curves, path: Any, *, title: str = "") -> None:
         axes.axhline(share * full, color="grey", linestyle=":", linewidth=1)
         axes.annotate(
             f"{share:.0%} of all labels",
-            (curves.budgets[-1], share * full),
-            ha="right",
+            # At the left, where the curves are still low: at the right the
+            # 99% line runs through them and hid its own label.
+            (curves.budgets[0], share * full),
+            ha="left",
             va="bottom",
             fontsize=8,
             color="grey",
