@@ -686,8 +686,8 @@ def run_benchmark(
     jobs : seeds run side by side in this many worker processes (spawned, so
         a parent that has loaded TensorFlow is never forked); every seed is
         deterministic on its own, so the result does not depend on ``jobs``.
-    progress : ``progress(strategy, seed_index)`` after each strategy of each
-        seed (in seed order; with ``jobs`` > 1, as each seed completes).
+    progress : ``progress(strategy, seed_index)`` for every strategy once its
+        seed is done, seeds in order.
 
     Returns
     -------
@@ -698,6 +698,8 @@ def run_benchmark(
         raise ValueError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    if not seeds or not strategies:
+        raise ValueError("need at least one seed and one strategy")
     x = np.asarray(embeddings, dtype=np.float32)
     y = np.asarray(labels, dtype=np.int64)
     n_classes = int(y.max()) + 1

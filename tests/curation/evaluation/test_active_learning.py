@@ -102,6 +102,8 @@ def test_seeds_in_worker_processes_give_the_same_curves() -> None:
     assert seen == [(name, k) for k in range(3) for name in settings["strategies"]]
     with pytest.raises(ValueError, match="jobs"):
         al.run_benchmark(points, labels, jobs=0, **settings)
+    with pytest.raises(ValueError, match="one seed"):
+        al.run_benchmark(points, labels, **{**settings, "seeds": []})
 
 
 def test_labels_to_reach_interpolates() -> None:
