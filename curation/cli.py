@@ -499,13 +499,16 @@ def _attach_commands_of_other_layers() -> None:
     """Add the command groups registered under the ``curation.commands`` entry point.
 
     ``curation dataset ...`` lives in the datasets layer, which may import
-    this package but not the other way round.
+    this package but not the other way round. A dotted name joins a group of
+    this package: ``models.reembed`` becomes ``curation models reembed``.
     """
     from importlib.metadata import entry_points
 
     for entry in entry_points(group="curation.commands"):
-        if entry.name not in main.commands:
-            main.add_command(entry.load(), entry.name)
+        group_name, _, name = entry.name.rpartition(".")
+        group = main.commands.get(group_name) if group_name else main
+        if isinstance(group, click.Group) and name not in group.commands:
+            group.add_command(entry.load(), name)
 
 
 _attach_commands_of_other_layers()

@@ -114,7 +114,7 @@ def refuse_pixel_only(version: ModelVersion, action: str) -> None:
         raise Conflict(
             f"model {version.id} was fine-tuned before fine-tuned backbones re-embedded the"
             f" images: it has no head over an embedding space, so it cannot {action}."
-            " Fine-tune again (`curation train --fine-tune-blocks N`) to get one that can;"
+            f" Give it one with `curation models reembed {version.id}` (or fine-tune again);"
             " its stored test-split metrics still compare (`curation models show`)"
         )
 

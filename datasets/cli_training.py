@@ -289,3 +289,50 @@ def _train_with_progress(
         random_share=settings.queue_random_share,
         on_progress=progress,
     )
+
+
+@click.command("reembed")
+@click.argument("version_id", type=int)
+@json_option
+@domain_errors
+def reembed_model(version_id: int, as_json: bool) -> None:
+    """Give a model fine-tuned before fine-tuned backbones had their own embedding space
+    one: embed the images with its backbone and keep its softmax as a head there.
+
+    The model is unchanged (same classifier, same answers); afterwards it can be
+    judged, promoted and rolled back like any other.
+    """
+    from datasets.finetune import give_pixel_only_a_space
+
+    runtime = build_runtime()
+    with _progress_bar() as bar:
+
+        def progress(share: float, message: str) -> None:
+            bar.n = round(100 * share)
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+
+        upgrade = give_pixel_only_a_space(
+            runtime.factory,
+            LearningPaths.under(runtime.settings.data_dir),
+            runtime.store,
+            version_id,
+            on_progress=progress,
+        )
+    accuracy = upgrade.test_metrics.get("accuracy")
+    emit(
+        as_json,
+        upgrade.as_dict(),
+        lambda: click.echo(
+            f"model {version_id}: {upgrade.reembedded} images embedded into {upgrade.space}"
+            + (
+                f" ({upgrade.reembedding_failed} could not be read)"
+                if upgrade.reembedding_failed
+                else ""
+            )
+            + "; test accuracy from the cached embeddings "
+            + (f"{accuracy:.3f}" if accuracy is not None else "n/a")
+            + f". It can now be judged and promoted: curation models promote {version_id}"
+            " --reason ..."
+        ),
+    )

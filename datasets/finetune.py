@@ -74,7 +74,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from curation import training_runs
-from curation.exceptions import ConfigurationError, CurationError, NotFound, RejectedInput
+from curation.exceptions import (
+    ConfigurationError,
+    Conflict,
+    CurationError,
+    NotFound,
+    RejectedInput,
+)
 from curation.learning import embedding_store
 from curation.learning.backbones import LoadedBackbone, get_spec, load_backbone
 from curation.learning.head import balanced_class_weights, head_from_dense
@@ -567,12 +573,22 @@ def _fine_tune(
 
 
 def _discard(
-    factory: sessionmaker[Session], paths: LearningPaths, artifacts: list[str], backbone: str
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    artifacts: list[str],
+    backbone: str,
+    *,
+    classifier_artifact: str | None = None,
 ) -> None:
     """Remove what a fine-tuning run wrote before it could record its model: the
-    fine-tuned space (rows, vectors) keyed by the classifier file, and the files."""
+    fine-tuned space (rows, vectors) keyed by the classifier file, and the files.
+
+    The classifier is ``classifier_artifact``, or else the first of ``artifacts``
+    (a run removes its own classifier; :func:`give_pixel_only_a_space` keeps the
+    one it was given).
+    """
     try:
-        classifier = paths.models / artifacts[0]
+        classifier = paths.models / (classifier_artifact or artifacts[0])
         if classifier.exists():
             with factory() as session, session.begin():
                 embedding_store.drop_space(
@@ -583,6 +599,126 @@ def _discard(
                 (paths.models / f"{artifact}{suffix}").unlink(missing_ok=True)
     except Exception:  # the original error matters more; the leftovers are logged
         logger.exception("could not remove what a stopped fine-tuning run wrote: %s", artifacts)
+
+
+@dataclass
+class SpaceUpgrade:
+    """What :func:`give_pixel_only_a_space` did to one model version."""
+
+    model_version_id: int
+    space: str
+    reembedded: int
+    reembedding_failed: int
+    test_metrics: dict[str, Any]
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def give_pixel_only_a_space(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    store: LocalImageStore,
+    model_version_id: int,
+    *,
+    on_progress: Callable[[float, str], object] | None = None,
+) -> SpaceUpgrade:
+    """Give a model fine-tuned before fine-tuned backbones were embedding spaces
+    what a fine-tuning run now gives its model: phases 3 and 4, on its saved classifier.
+
+    Every image of its base space and every entry of its dataset version are
+    embedded with its backbone into the space keyed by its classifier file;
+    its dense softmax becomes a head there, measured on the version's test
+    split (``metrics["test"]``; the pixel figures it had move to
+    ``metrics["test_from_pixels"]``). The row then points at that head and
+    space, and the model can be judged, promoted and rolled back like any
+    other. The model itself is unchanged: same classifier, same weights, the
+    same answers. The row is updated only if it is still pixel-only (a second
+    upgrade of the same model, run side by side, finds it done); a failure
+    removes the space and head files it wrote and leaves the row as it was.
+
+    Raises ``Conflict`` for a model that is not pixel-only, ``NotFound`` for
+    an unknown id, ``CurationError`` when its dataset version or classifier
+    file is gone.
+    """
+    import keras
+
+    started = time.perf_counter()
+    with factory() as session:
+        version = session.get(ModelVersion, model_version_id)
+        if version is None:
+            raise NotFound(f"no model version {model_version_id}")
+        if not version.artifact_key.endswith(".keras"):
+            raise Conflict(
+                f"model {model_version_id} already has a head over an embedding space:"
+                " nothing to do"
+            )
+        if version.dataset_version_id is None:
+            raise CurationError(
+                f"model {model_version_id} records no dataset version: its test split is unknown"
+            )
+        classifier_artifact = version.artifact_key
+        settings = dict(version.settings or {})
+        class_ids = [int(c) for c in version.class_ids]
+        base_space_key = session.get_one(EmbeddingSpace, version.space_id).key
+        manifest = load_manifest(
+            session, session.get_one(DatasetVersion, version.dataset_version_id)
+        )
+    backbone = str(settings.get("backbone") or base_space_key.split(":", 1)[0])
+    crop = bool(settings.get("crop", True))
+    path = paths.models / classifier_artifact
+    if not path.is_file():
+        raise CurationError(f"model {model_version_id}: its classifier file {path} is missing")
+    beat = _Heartbeat(factory, None, 1, on_progress)
+    beat.beat(0.02, f"model {model_version_id}: loading its classifier", force=True)
+    # safe_mode: a .keras file with a Lambda layer's pickled code is refused.
+    classifier = keras.models.load_model(path, compile=False, safe_mode=True)
+    tuned = feature_backbone(classifier, backbone, tuned_weights_id(path))
+    written: list[str] = []
+    try:
+        embedded = _embed_into(
+            factory, paths, store, tuned, base_space_key, manifest, beat, crop=crop
+        )
+        beat.beat(0.95, "measuring its head on the test split", force=True)
+        head_model = _head_in_space(
+            factory, paths, tuned.space_key, base_space_key, manifest, classifier, class_ids,
+            seed=int(version.seed or 0), crop=crop, written=written,
+        )  # fmt: skip
+        with factory() as session, session.begin():
+            row = session.get_one(ModelVersion, model_version_id, with_for_update=True)
+            if row.artifact_key != classifier_artifact:
+                raise Conflict(f"model {model_version_id} was given a space meanwhile")
+            row.space_id = embedding_store.space_id_of(session, tuned.space_key)
+            row.artifact_key = head_model.artifact
+            row.settings = settings | {
+                "kind": FINE_TUNED,
+                "backbone_artifact": classifier_artifact,
+                "space": tuned.space_key,
+                "base_space": base_space_key,
+                "space_given_later": True,
+            }
+            metrics = dict(row.metrics or {})
+            row.metrics = metrics | {
+                "test": head_model.test_metrics,
+                "test_from_pixels": metrics.get("test"),
+                "full_image_for_box": head_model.full_image_for_box,
+                "label_issues_flagged": head_model.label_issues_flagged,
+                "label_issues_space": head_model.label_issues_space,
+                "images": dict(metrics.get("images") or {})
+                | {"reembedded": embedded.embedded, "reembedding_failed": len(embedded.failed)},
+            }
+    except BaseException:
+        _discard(factory, paths, written, backbone, classifier_artifact=classifier_artifact)
+        raise
+    return SpaceUpgrade(
+        model_version_id=model_version_id,
+        space=tuned.space_key,
+        reembedded=embedded.embedded,
+        reembedding_failed=len(embedded.failed),
+        test_metrics=head_model.test_metrics,
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def _embed_into(

@@ -529,9 +529,124 @@ def test_a_model_kept_only_as_a_keras_file_is_refused(runtime) -> None:
         )  # fmt: skip
         session.add(old)
         session.flush()
-        with pytest.raises(Conflict, match="Fine-tune again"):
+        with pytest.raises(Conflict, match=f"curation models reembed {old.id}"):
             registry.promote(session, old.id, actor="t", reason="try", now=_now())
         with pytest.raises(Conflict, match="no head over an embedding space"):
             registry.evaluate_gate(
                 session, _paths(runtime), old.id, max_class_drop=5, min_new_class_recall=0.5
             )
+
+
+def _as_before_session_5(runtime, model_id: int) -> dict[str, object]:
+    """Turn a fresh fine-tuned model into what fine-tuning wrote before session 5:
+    the .keras classifier as its artifact, the base space, pixel metrics only, and
+    no fine-tuned space (its rows, vectors and head files removed)."""
+    paths = _paths(runtime)
+    with runtime.factory() as session, session.begin():
+        model = session.get_one(ModelVersion, model_id)
+        settings = dict(model.settings)
+        base = embedding_store.get_or_create_space(
+            session, key=settings["base_space"], backbone=BACKBONE, weights_id=WEIGHTS, dim=256
+        )
+        for suffix in ("", ".testset.npz", ".issues.npz"):
+            (paths.models / f"{model.artifact_key}{suffix}").unlink(missing_ok=True)
+        before = {
+            "artifact_key": settings["backbone_artifact"],
+            "pixel_test": model.metrics["test_from_pixels"],
+            "space": settings["space"],
+        }
+        model.artifact_key = settings["backbone_artifact"]
+        model.space_id = base.id
+        model.settings = {
+            k: v
+            for k, v in settings.items()
+            if k not in {"backbone_artifact", "space", "base_space"}
+        }
+        model.metrics = {"test": model.metrics["test_from_pixels"], "curves": {}}
+        session.flush()
+        embedding_store.drop_space(session, paths.embeddings, settings["space"])
+    return before
+
+
+def test_a_model_fine_tuned_before_its_space_existed_is_given_one(runtime, built) -> None:
+    outcome = _fine_tune(runtime)
+    model_id = outcome.model_version_id
+    before = _as_before_session_5(runtime, model_id)
+    with (
+        runtime.factory() as session,
+        session.begin(),
+        pytest.raises(Conflict, match=f"curation models reembed {model_id}"),
+    ):
+        registry.promote(session, model_id, actor="t", reason="try", now=_now())
+    env = {
+        "CURATION_ENV": "test",
+        "CURATION_DATA_DIR": str(runtime.settings.data_dir),
+        "CURATION_DATABASE_URL": runtime.settings.database_url,
+        "CURATION_SECRET_KEY": "cli-test-secret",
+        "CURATION_BACKBONE": BACKBONE,
+        "CURATION_BACKBONE_WEIGHTS": WEIGHTS,
+        "CURATION_NO_PROGRESS": "1",
+    }
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["models", "reembed", str(model_id), "--json"], env=env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    # The same classifier file, so the same space key as the run that made it.
+    assert payload["space"] == before["space"] and payload["reembedded"] == 20 + 2 * 4
+    assert payload["reembedding_failed"] == 0
+    paths = _paths(runtime)
+    with runtime.factory() as session:
+        model = session.get_one(ModelVersion, model_id)
+        space = session.get_one(EmbeddingSpace, model.space_id)
+        assert space.key == before["space"] and model.artifact_key.endswith(".npz")
+        assert model.settings["backbone_artifact"] == before["artifact_key"]
+        assert model.settings["space_given_later"] is True
+        assert model.metrics["test_from_pixels"] == before["pixel_test"]
+        assert model.metrics["test"] == payload["test_metrics"]
+        assert model.metrics["test"]["test_images"] == built["splits"]["test"]
+        # Its head over the space answers as the classifier does on the pixels.
+        image = session.scalars(select(Image).order_by(Image.id)).all()[1]
+        cached = load_model(session, paths, model_id)
+        ids, vectors = embedding_store.load(session, paths.embeddings, cached.space)
+    classifier = keras.models.load_model(paths.models / before["artifact_key"])
+    pixels = decode_for_model(runtime.store.path_for(image.storage_key), size=224, box=None)
+    from_pixels = np.asarray(classifier(pixels[np.newaxis].astype(np.float32), training=False))[0]
+    from_cache = cached.head.predict_proba(vectors[list(ids).index(image.id)][np.newaxis])[0]
+    assert np.allclose(from_cache, from_pixels, atol=0.02), (from_cache, from_pixels)
+
+    with runtime.factory() as session, session.begin():
+        registry.promote(session, model_id, actor="t", reason="given a space", now=_now())
+        assert session.get_one(ModelVersion, model_id).status == "champion"
+    again = runner.invoke(main, ["models", "reembed", str(model_id)], env=env)
+    assert again.exit_code != 0 and "already has a head over an embedding space" in again.output
+    missing = runner.invoke(main, ["models", "reembed", "999"], env=env)
+    assert missing.exit_code != 0 and "no model version 999" in missing.output
+
+
+def test_a_failed_reembedding_leaves_the_old_model_as_it_was(runtime, built, monkeypatch) -> None:
+    outcome = _fine_tune(runtime)
+    model_id = outcome.model_version_id
+    before = _as_before_session_5(runtime, model_id)
+    with runtime.factory() as session:
+        row_before = session.get_one(ModelVersion, model_id)
+        snapshot_before = (row_before.artifact_key, row_before.space_id, dict(row_before.settings))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full while writing the head")
+
+    monkeypatch.setattr(datasets.finetune, "save_head", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        datasets.finetune.give_pixel_only_a_space(
+            runtime.factory, _paths(runtime), runtime.store, model_id
+        )
+    paths = _paths(runtime)
+    with runtime.factory() as session:
+        row = session.get_one(ModelVersion, model_id)
+        assert (row.artifact_key, row.space_id, dict(row.settings)) == snapshot_before
+        assert (
+            session.scalar(select(EmbeddingSpace.id).where(EmbeddingSpace.key == before["space"]))
+            is None
+        )
+    assert (paths.models / str(before["artifact_key"])).is_file()  # the classifier stays
