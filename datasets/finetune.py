@@ -590,10 +590,18 @@ def _discard(
     try:
         classifier = paths.models / (classifier_artifact or artifacts[0])
         if classifier.exists():
+            key = f"{backbone}:{tuned_weights_id(classifier)}"
             with factory() as session, session.begin():
-                embedding_store.drop_space(
-                    session, paths.embeddings, f"{backbone}:{tuned_weights_id(classifier)}"
+                # Two upgrades of one model share its space: the one that lost
+                # the race must not drop what the winner's row now points at.
+                used = session.scalar(
+                    select(ModelVersion.id)
+                    .join(EmbeddingSpace, EmbeddingSpace.id == ModelVersion.space_id)
+                    .where(EmbeddingSpace.key == key)
+                    .limit(1)
                 )
+                if used is None:
+                    embedding_store.drop_space(session, paths.embeddings, key)
         for artifact in artifacts:
             for suffix in ("", ".testset.npz", ".issues.npz"):
                 (paths.models / f"{artifact}{suffix}").unlink(missing_ok=True)

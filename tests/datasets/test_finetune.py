@@ -650,3 +650,35 @@ def test_a_failed_reembedding_leaves_the_old_model_as_it_was(runtime, built, mon
             is None
         )
     assert (paths.models / str(before["artifact_key"])).is_file()  # the classifier stays
+
+
+def test_two_reembeddings_of_one_model_record_one_and_keep_its_space(
+    runtime, built, monkeypatch
+) -> None:
+    outcome = _fine_tune(runtime)
+    model_id = outcome.model_version_id
+    before = _as_before_session_5(runtime, model_id)
+    paths = _paths(runtime)
+    real = datasets.finetune._head_in_space
+    losers: list[str] = []
+
+    def racing(*args, **kwargs):
+        head = real(*args, **kwargs)
+        # The other upgrade finishes while this one holds its head, unrecorded.
+        monkeypatch.setattr(datasets.finetune, "_head_in_space", real)
+        datasets.finetune.give_pixel_only_a_space(runtime.factory, paths, runtime.store, model_id)
+        losers.append(head.artifact)
+        return head
+
+    monkeypatch.setattr(datasets.finetune, "_head_in_space", racing)
+    with pytest.raises(Conflict, match="given a space meanwhile"):
+        datasets.finetune.give_pixel_only_a_space(runtime.factory, paths, runtime.store, model_id)
+    with runtime.factory() as session:
+        model = session.get_one(ModelVersion, model_id)
+        assert session.get_one(EmbeddingSpace, model.space_id).key == before["space"]
+        ids, _ = embedding_store.load(
+            session, paths.embeddings, load_model(session, paths, model_id).space
+        )
+    assert len(ids) == 20  # the winner's space, vectors and all, survived the loser
+    assert model.artifact_key != losers[0] and (paths.models / model.artifact_key).is_file()
+    assert not (paths.models / losers[0]).exists()
