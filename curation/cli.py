@@ -7,6 +7,7 @@ is a terminal, stays on stderr.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterable
@@ -507,7 +508,14 @@ def _attach_commands_of_other_layers() -> None:
     for entry in entry_points(group="curation.commands"):
         group_name, _, name = entry.name.rpartition(".")
         group = main.commands.get(group_name) if group_name else main
-        if isinstance(group, click.Group) and name not in group.commands:
+        if not isinstance(group, click.Group):
+            logging.getLogger(__name__).warning(
+                "command %s (%s) names no command group of curation: left out",
+                entry.name,
+                entry.value,
+            )
+            continue
+        if name not in group.commands:
             group.add_command(entry.load(), name)
 
 

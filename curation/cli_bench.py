@@ -77,8 +77,8 @@ def _embedding_options(command: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option(
     "--jobs",
-    default=lambda: os.cpu_count() or 1,
-    show_default="the number of CPUs",
+    default=lambda: len(os.sched_getaffinity(0)),
+    show_default="the CPUs this process may use",
     type=click.IntRange(1),
     help="Seeds run side by side in this many processes (the result does not depend on it).",
 )

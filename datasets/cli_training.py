@@ -302,9 +302,22 @@ def reembed_model(version_id: int, as_json: bool) -> None:
     The model is unchanged (same classifier, same answers); afterwards it can be
     judged, promoted and rolled back like any other.
     """
-    from datasets.finetune import give_pixel_only_a_space
+    from curation import training_runs
+    from curation.exceptions import Conflict
+    from curation.models import RunTrigger
+    from datasets.finetune import give_pixel_only_a_space, pixel_only_model
 
     runtime = build_runtime()
+    # As a training run of its own: one at a time with every training (two
+    # re-embeddings of one model would fill one space), and `store gc` waits.
+    with runtime.factory() as session, session.begin():
+        pixel_only_model(session, version_id)  # a typo is refused before any run exists
+        run, created = training_runs.request_run(
+            session, trigger=RunTrigger.MANUAL, requested_by=f"cli:{getpass.getuser()}"
+        )
+        if not created:
+            raise Conflict(f"training run {run.id} is {run.status}: re-embed when it has ended")
+        run_id = run.id
     with _progress_bar() as bar:
 
         def progress(share: float, message: str) -> None:
@@ -317,6 +330,7 @@ def reembed_model(version_id: int, as_json: bool) -> None:
             LearningPaths.under(runtime.settings.data_dir),
             runtime.store,
             version_id,
+            run_id=run_id,
             on_progress=progress,
         )
     accuracy = upgrade.test_metrics.get("accuracy")

@@ -66,6 +66,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -92,13 +93,22 @@ from curation.learning.tuned import (
     feature_backbone,
     tuned_weights_id,
 )
-from curation.models import DatasetVersion, EmbeddingSpace, ModelStatus, ModelVersion, Split
+from curation.models import (
+    DatasetVersion,
+    EmbeddingSpace,
+    ModelStatus,
+    ModelVersion,
+    RunStatus,
+    Split,
+)
 from curation.store import LocalImageStore
 from datasets.export.plan import ExportPlan, plan_export
 from datasets.manifest import Manifest
 from datasets.tfdata import default_augmentation, make_tf_dataset
 from datasets.training import (
+    TrainingCancelled,
     _Heartbeat,
+    _now,
     record_candidate,
     running_as,
     save_head,
@@ -630,10 +640,12 @@ def give_pixel_only_a_space(
     store: LocalImageStore,
     model_version_id: int,
     *,
+    run_id: int | None = None,
     on_progress: Callable[[float, str], object] | None = None,
 ) -> SpaceUpgrade:
-    """Give a model fine-tuned before fine-tuned backbones were embedding spaces
-    what a fine-tuning run now gives its model: phases 3 and 4, on its saved classifier.
+    """Give a model fine-tuned before fine-tuned backbones were embedding spaces (its
+    artifact a ``.keras`` classifier) what a fine-tuning run now gives its model:
+    phases 3 and 4, on its saved classifier.
 
     Every image of its base space and every entry of its dataset version are
     embedded with its backbone into the space keyed by its classifier file;
@@ -642,43 +654,77 @@ def give_pixel_only_a_space(
     ``metrics["test_from_pixels"]``). The row then points at that head and
     space, and the model can be judged, promoted and rolled back like any
     other. The model itself is unchanged: same classifier, same weights, the
-    same answers. The row is updated only if it is still pixel-only (a second
-    upgrade of the same model, run side by side, finds it done); a failure
-    removes the space and head files it wrote and leaves the row as it was.
+    same answers.
+
+    With ``run_id`` (what ``curation models reembed`` passes) it runs as that
+    training run: one at a time with every training, cancellable between
+    chunks, ended succeeded, failed or cancelled, and ``curation store gc``
+    waits for it. The row is updated only if it is still pixel-only; a
+    failure removes the head files it wrote and, unless a model version
+    points at it, the space, and leaves the row as it was.
 
     Raises ``Conflict`` for a model that is not pixel-only, ``NotFound`` for
     an unknown id, ``CurationError`` when its dataset version or classifier
     file is gone.
     """
+    started = time.perf_counter()
+    with running_as(factory, run_id):
+        upgrade = _give_space(factory, paths, store, model_version_id, run_id, on_progress)
+    upgrade.seconds = round(time.perf_counter() - started, 3)
+    return upgrade
+
+
+def pixel_only_model(session: Session, model_version_id: int) -> ModelVersion:
+    """The model version, if :func:`give_pixel_only_a_space` can give it a space.
+
+    Raises ``NotFound``, ``Conflict`` (it has a head over a space already) or
+    ``CurationError`` (no dataset version, so no test split to measure on).
+    """
+    version = session.get(ModelVersion, model_version_id)
+    if version is None:
+        raise NotFound(f"no model version {model_version_id}")
+    if not version.artifact_key.endswith(".keras"):
+        raise Conflict(
+            f"model {model_version_id} already has a head over an embedding space: nothing to do"
+        )
+    if version.dataset_version_id is None:
+        raise CurationError(
+            f"model {model_version_id} records no dataset version: its test split is unknown"
+        )
+    return version
+
+
+def _give_space(
+    factory: sessionmaker[Session],
+    paths: LearningPaths,
+    store: LocalImageStore,
+    model_version_id: int,
+    run_id: int | None,
+    on_progress: Callable[[float, str], object] | None,
+) -> SpaceUpgrade:
     import keras
 
-    started = time.perf_counter()
     with factory() as session:
-        version = session.get(ModelVersion, model_version_id)
-        if version is None:
-            raise NotFound(f"no model version {model_version_id}")
-        if not version.artifact_key.endswith(".keras"):
-            raise Conflict(
-                f"model {model_version_id} already has a head over an embedding space:"
-                " nothing to do"
-            )
-        if version.dataset_version_id is None:
-            raise CurationError(
-                f"model {model_version_id} records no dataset version: its test split is unknown"
-            )
+        version = pixel_only_model(session, model_version_id)
         classifier_artifact = version.artifact_key
+        seed = int(version.seed or 0)
         settings = dict(version.settings or {})
         class_ids = [int(c) for c in version.class_ids]
         base_space_key = session.get_one(EmbeddingSpace, version.space_id).key
         manifest = load_manifest(
             session, session.get_one(DatasetVersion, version.dataset_version_id)
         )
+    if Path(classifier_artifact).name != classifier_artifact:
+        # A key from the database is a file name in the model store, nothing else.
+        raise CurationError(
+            f"model {model_version_id}: its artifact {classifier_artifact!r} is not a file name"
+        )
     backbone = str(settings.get("backbone") or base_space_key.split(":", 1)[0])
     crop = bool(settings.get("crop", True))
     path = paths.models / classifier_artifact
     if not path.is_file():
         raise CurationError(f"model {model_version_id}: its classifier file {path} is missing")
-    beat = _Heartbeat(factory, None, 1, on_progress)
+    beat = _Heartbeat(factory, run_id, 1, on_progress)
     beat.beat(0.02, f"model {model_version_id}: loading its classifier", force=True)
     # safe_mode: a .keras file with a Lambda layer's pickled code is refused.
     classifier = keras.models.load_model(path, compile=False, safe_mode=True)
@@ -691,7 +737,7 @@ def give_pixel_only_a_space(
         beat.beat(0.95, "measuring its head on the test split", force=True)
         head_model = _head_in_space(
             factory, paths, tuned.space_key, base_space_key, manifest, classifier, class_ids,
-            seed=int(version.seed or 0), crop=crop, written=written,
+            seed=seed, crop=crop, written=written,
         )  # fmt: skip
         with factory() as session, session.begin():
             row = session.get_one(ModelVersion, model_version_id, with_for_update=True)
@@ -713,9 +759,18 @@ def give_pixel_only_a_space(
                 "full_image_for_box": head_model.full_image_for_box,
                 "label_issues_flagged": head_model.label_issues_flagged,
                 "label_issues_space": head_model.label_issues_space,
-                "images": dict(metrics.get("images") or {})
-                | {"reembedded": embedded.embedded, "reembedding_failed": len(embedded.failed)},
+                # The counts in its space (what "test" was measured on), and the pixel ones.
+                "images": head_model.images
+                | {
+                    "reembedded": embedded.embedded,
+                    "reembedding_failed": len(embedded.failed),
+                    "from_pixels": metrics.get("images"),
+                },
             }
+            if run_id is not None:
+                if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
+                    raise TrainingCancelled(f"training run {run_id} ended while re-embedding")
+                training_runs.finish(session, run_id, model_version_id=model_version_id, now=_now())
     except BaseException:
         _discard(factory, paths, written, backbone, classifier_artifact=classifier_artifact)
         raise
@@ -725,7 +780,6 @@ def give_pixel_only_a_space(
         reembedded=embedded.embedded,
         reembedding_failed=len(embedded.failed),
         test_metrics=head_model.test_metrics,
-        seconds=round(time.perf_counter() - started, 3),
     )
 
 

@@ -641,16 +641,28 @@ def _run_seed(
     return _SeedRun(full, curves, pool_size=int(pool.sum()), test_size=int(test.sum()))
 
 
-def _single_threaded() -> None:
+# The seed runner of this worker process, set once by ``_start_worker`` (the
+# arrays travel to each worker once, not with every seed).
+_worker_seed_run: Callable[[int], _SeedRun] | None = None
+
+
+def _start_worker(run_seed: Callable[[int], _SeedRun]) -> None:
     """Worker initialiser: one thread per process, as many processes as jobs.
 
     The variables reach OpenMP (scikit-learn's k-means), which is loaded
     later and reads them then; ``threadpool_limits`` reaches the BLAS that
     NumPy has already loaded.
     """
+    global _worker_seed_run
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
     threadpool_limits(1)
+    _worker_seed_run = run_seed
+
+
+def _seed_in_worker(seed: int) -> _SeedRun:
+    assert _worker_seed_run is not None, "the worker was started without its initialiser"
+    return _worker_seed_run(seed)
 
 
 def run_benchmark(
@@ -732,12 +744,19 @@ def run_benchmark(
 
     workers = min(jobs, len(seeds))
     if workers <= 1:
-        for k, seed in enumerate(seeds):
-            record(k, one_seed(seed))
+        # One thread, as in a worker: k-means sums per thread, so its last
+        # bits (and a tie in a pick) could otherwise depend on the thread count.
+        import sklearn.cluster  # noqa: F401 (loaded first, so the limit reaches its OpenMP)
+
+        with threadpool_limits(1):
+            for k, seed in enumerate(seeds):
+                record(k, one_seed(seed))
     else:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded) as pool:
-            for k, run in enumerate(pool.map(one_seed, seeds)):
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_start_worker, initargs=(one_seed,)
+        ) as pool:
+            for k, run in enumerate(pool.map(_seed_in_worker, seeds)):
                 record(k, run)
     grid = runs[0].curves[0][0]
     accuracy = np.asarray(

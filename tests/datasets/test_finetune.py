@@ -36,6 +36,7 @@ from curation.models import (
     ModelVersion,
     RunTrigger,
     ScoringJob,
+    TrainingRun,
 )
 from curation.prediction import predict
 from datasets.finetune import (
@@ -588,6 +589,12 @@ def test_a_model_fine_tuned_before_its_space_existed_is_given_one(runtime, built
         "CURATION_NO_PROGRESS": "1",
     }
     runner = CliRunner()
+    with runtime.factory() as session, session.begin():
+        busy, _ = runs.request_run(session, trigger=RunTrigger.MANUAL, requested_by="t")
+    refused = runner.invoke(main, ["models", "reembed", str(model_id)], env=env)
+    assert refused.exit_code != 0 and f"training run {busy.id} is queued" in refused.output
+    with runtime.factory() as session, session.begin():
+        session.execute(delete(TrainingRun).where(TrainingRun.id == busy.id))
     result = runner.invoke(
         main, ["models", "reembed", str(model_id), "--json"], env=env, catch_exceptions=False
     )
@@ -603,6 +610,9 @@ def test_a_model_fine_tuned_before_its_space_existed_is_given_one(runtime, built
         assert space.key == before["space"] and model.artifact_key.endswith(".npz")
         assert model.settings["backbone_artifact"] == before["artifact_key"]
         assert model.settings["space_given_later"] is True
+        run = session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc())).first()
+        assert run is not None and run.status == "succeeded"
+        assert run.model_version_id == model_id
         assert model.metrics["test_from_pixels"] == before["pixel_test"]
         assert model.metrics["test"] == payload["test_metrics"]
         assert model.metrics["test"]["test_images"] == built["splits"]["test"]
@@ -623,6 +633,8 @@ def test_a_model_fine_tuned_before_its_space_existed_is_given_one(runtime, built
     assert again.exit_code != 0 and "already has a head over an embedding space" in again.output
     missing = runner.invoke(main, ["models", "reembed", "999"], env=env)
     assert missing.exit_code != 0 and "no model version 999" in missing.output
+    with runtime.factory() as session:  # refused before any run was requested
+        assert session.scalar(select(func.count()).select_from(TrainingRun)) == 1
 
 
 def test_a_failed_reembedding_leaves_the_old_model_as_it_was(runtime, built, monkeypatch) -> None:

@@ -80,7 +80,7 @@ def test_simulation_is_deterministic_and_ends_with_every_label() -> None:
     assert accuracy[-1] == np.mean(full.predict_proba(points[test]).argmax(1) == labels[test])
 
 
-def test_seeds_in_worker_processes_give_the_same_curves() -> None:
+def test_seeds_in_worker_processes_give_the_same_curves(monkeypatch) -> None:
     points, labels = blobs(n_per_class=40)
     groups = np.arange(labels.size)
     settings = dict(
@@ -91,10 +91,20 @@ def test_seeds_in_worker_processes_give_the_same_curves() -> None:
         batch=25,
     )
     seen: list[tuple[str, int]] = []
+    pools: list[int] = []
+
+    class CountedPool(al.ProcessPoolExecutor):
+        def __init__(self, workers, **kwargs):
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(al, "ProcessPoolExecutor", CountedPool)
     alone = al.run_benchmark(points, labels, **settings)
+    assert pools == []
     side_by_side = al.run_benchmark(
         points, labels, jobs=2, progress=lambda name, k: seen.append((name, k)), **settings
     )
+    assert pools == [2]
     assert np.array_equal(alone.accuracy, side_by_side.accuracy)
     assert np.array_equal(alone.full_accuracy, side_by_side.full_accuracy)
     assert np.array_equal(alone.budgets, side_by_side.budgets)
