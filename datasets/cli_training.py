@@ -191,6 +191,17 @@ def _progress_bar() -> tqdm[Any]:
     return tqdm(total=100, unit="%", disable=not show_bar, file=sys.stderr)
 
 
+def _reporting_to(bar: tqdm[Any]) -> Callable[[float, str], None]:
+    """An ``on_progress(share, message)`` that moves ``bar`` (0 to 100%) and shows the message."""
+
+    def progress(share: float, message: str) -> None:
+        bar.n = round(100 * share)
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    return progress
+
+
 def _fine_tune(
     runtime: Runtime, dataset: str, seed: int, options: TrainingOptions, no_promote: bool
 ) -> tuple[Any, Verdict]:
@@ -209,12 +220,7 @@ def _fine_tune(
             raise Conflict(f"training run {run.id} is already running: try again when it ends")
         run_id = run.id
     with _progress_bar() as bar:
-
-        def progress(share: float, message: str) -> None:
-            bar.n = round(100 * share)
-            bar.set_postfix_str(message, refresh=False)
-            bar.refresh()
-
+        progress = _reporting_to(bar)
         settings = runtime.settings
         outcome = fine_tune_on_version(
             runtime.factory,
@@ -319,12 +325,7 @@ def reembed_model(version_id: int, as_json: bool) -> None:
             raise Conflict(f"training run {run.id} is {run.status}: re-embed when it has ended")
         run_id = run.id
     with _progress_bar() as bar:
-
-        def progress(share: float, message: str) -> None:
-            bar.n = round(100 * share)
-            bar.set_postfix_str(message, refresh=False)
-            bar.refresh()
-
+        progress = _reporting_to(bar)
         upgrade = give_pixel_only_a_space(
             runtime.factory,
             LearningPaths.under(runtime.settings.data_dir),

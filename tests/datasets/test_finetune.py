@@ -311,8 +311,9 @@ def test_options_and_the_head_training_refuse_fine_tuning_options(runtime) -> No
         )  # fmt: skip
 
 
-def test_cli_fine_tunes_judges_and_promotes(runtime, built) -> None:
-    env = {
+def _cli_env(runtime) -> dict[str, str]:
+    """The environment a ``curation`` command needs to act on ``runtime``'s platform."""
+    return {
         "CURATION_ENV": "test",
         "CURATION_DATA_DIR": str(runtime.settings.data_dir),
         "CURATION_DATABASE_URL": runtime.settings.database_url,
@@ -321,6 +322,10 @@ def test_cli_fine_tunes_judges_and_promotes(runtime, built) -> None:
         "CURATION_BACKBONE_WEIGHTS": WEIGHTS,
         "CURATION_NO_PROGRESS": "1",
     }
+
+
+def test_cli_fine_tunes_judges_and_promotes(runtime, built) -> None:
+    env = _cli_env(runtime)
     runner = CliRunner()
     refused = runner.invoke(main, ["train", "--augment"], env=env)
     assert refused.exit_code == 2 and "--fine-tune-blocks" in refused.output
@@ -579,15 +584,7 @@ def test_a_model_fine_tuned_before_its_space_existed_is_given_one(runtime, built
         pytest.raises(Conflict, match=f"curation models reembed {model_id}"),
     ):
         registry.promote(session, model_id, actor="t", reason="try", now=_now())
-    env = {
-        "CURATION_ENV": "test",
-        "CURATION_DATA_DIR": str(runtime.settings.data_dir),
-        "CURATION_DATABASE_URL": runtime.settings.database_url,
-        "CURATION_SECRET_KEY": "cli-test-secret",
-        "CURATION_BACKBONE": BACKBONE,
-        "CURATION_BACKBONE_WEIGHTS": WEIGHTS,
-        "CURATION_NO_PROGRESS": "1",
-    }
+    env = _cli_env(runtime)
     runner = CliRunner()
     with runtime.factory() as session, session.begin():
         busy, _ = runs.request_run(session, trigger=RunTrigger.MANUAL, requested_by="t")
