@@ -27,12 +27,6 @@ def bench() -> None:
     """Offline evaluations on labelled folders (no database needed)."""
 
 
-def _load(folder: Path, *, backbone: str, weights: str, cache_dir: Path) -> Any:
-    from curation.evaluation.folder import load_under_settings
-
-    return load_under_settings(folder, backbone=backbone, weights=weights, cache_dir=cache_dir)
-
-
 def _embedding_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--backbone, --weights and --cache-dir: how a folder is embedded (shared by both benches)."""
     for option in reversed(
@@ -125,6 +119,8 @@ def active_learning(
     import numpy as np
 
     from curation.evaluation import active_learning as al
+    from curation.evaluation.folder import load_under_settings
+    from curation.learning.head import HEAD_L2
     from curation.settings import load_settings
 
     settings = load_settings()
@@ -135,10 +131,10 @@ def active_learning(
     if "random" not in names:
         names.insert(0, "random")
     started = time.monotonic()
-    data = _load(data_dir, backbone=backbone, weights=weights, cache_dir=cache)
+    data = load_under_settings(data_dir, backbone=backbone, weights=weights, cache_dir=cache)
     test_embeddings = test_labels = None
     if test_dir is not None:
-        held = _load(test_dir, backbone=backbone, weights=weights, cache_dir=cache)
+        held = load_under_settings(test_dir, backbone=backbone, weights=weights, cache_dir=cache)
         index = {name: k for k, name in enumerate(data.class_names)}
         known = np.asarray([name in index for name in np.asarray(held.class_names)[held.labels]])
         if not known.any():
@@ -185,7 +181,7 @@ def active_learning(
         "seeds": curves.seeds,
         "jobs": jobs,
         "model": "softmax regression on standardised embeddings, balanced class weights, "
-        f"L2 {al.L2:g} (the platform's head objective, fitted by L-BFGS)",
+        f"L2 {HEAD_L2:g} (the platform's head objective, fitted by L-BFGS)",
         "strategies": {name: al.STRATEGIES[name].description for name in names},
         "budgets": curves.budgets.tolist(),
         "accuracy": {name: curves.accuracy[s].tolist() for s, name in enumerate(curves.strategies)},
@@ -299,6 +295,7 @@ def label_errors(
     import numpy as np
 
     from curation.evaluation import label_errors as le
+    from curation.evaluation.folder import load_under_settings
     from curation.settings import load_settings
 
     settings = load_settings()
@@ -306,7 +303,7 @@ def label_errors(
     weights = weights or settings.backbone_weights
     cache = cache_dir or settings.data_dir / "cache" / "evaluation"
     started = time.monotonic()
-    data = _load(data_dir, backbone=backbone, weights=weights, cache_dir=cache)
+    data = load_under_settings(data_dir, backbone=backbone, weights=weights, cache_dir=cache)
     if len(data.class_names) < 2:
         raise CurationError(f"{data_dir} needs at least 2 class folders")
     embedded = time.monotonic()

@@ -66,7 +66,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -90,7 +89,9 @@ from curation.learning.scoring import EmbedOutcome, LearningPaths, embed_missing
 from curation.learning.tuned import (
     DENSE_LAYER,
     FEATURE_LAYER,
+    classifier_path,
     feature_backbone,
+    load_classifier,
     tuned_weights_id,
 )
 from curation.models import (
@@ -98,17 +99,16 @@ from curation.models import (
     EmbeddingSpace,
     ModelStatus,
     ModelVersion,
-    RunStatus,
     Split,
 )
+from curation.registry import is_pixel_only
 from curation.store import LocalImageStore
 from datasets.export.plan import ExportPlan, plan_export
 from datasets.manifest import Manifest
 from datasets.tfdata import default_augmentation, make_tf_dataset
 from datasets.training import (
-    TrainingCancelled,
     _Heartbeat,
-    _now,
+    finish_run,
     record_candidate,
     running_as,
     save_head,
@@ -562,7 +562,7 @@ def _fine_tune(
     except BaseException:
         # A cancel, a crash of the re-embedding or a failed write: nothing half-made
         # stays behind (the space, its vectors, the classifier and head files).
-        _discard(factory, paths, written, loaded.spec.name)
+        _discard(factory, paths, written, loaded.spec.name, classifier_artifact=classifier_artifact)
         raise
     return FineTuneOutcome(
         model_version_id=model_id,
@@ -588,17 +588,15 @@ def _discard(
     artifacts: list[str],
     backbone: str,
     *,
-    classifier_artifact: str | None = None,
+    classifier_artifact: str,
 ) -> None:
     """Remove what a fine-tuning run wrote before it could record its model: the
-    fine-tuned space (rows, vectors) keyed by the classifier file, and the files.
-
-    The classifier is ``classifier_artifact``, or else the first of ``artifacts``
-    (a run removes its own classifier; :func:`give_pixel_only_a_space` keeps the
-    one it was given).
+    fine-tuned space (rows, vectors) keyed by ``classifier_artifact``, and the
+    files ``artifacts`` (a run lists its own classifier there;
+    :func:`give_pixel_only_a_space` keeps the one it was given).
     """
     try:
-        classifier = paths.models / (classifier_artifact or artifacts[0])
+        classifier = paths.models / classifier_artifact
         if classifier.exists():
             key = f"{backbone}:{tuned_weights_id(classifier)}"
             with factory() as session, session.begin():
@@ -683,7 +681,7 @@ def pixel_only_model(session: Session, model_version_id: int) -> ModelVersion:
     version = session.get(ModelVersion, model_version_id)
     if version is None:
         raise NotFound(f"no model version {model_version_id}")
-    if not version.artifact_key.endswith(".keras"):
+    if not is_pixel_only(version):
         raise Conflict(
             f"model {model_version_id} already has a head over an embedding space: nothing to do"
         )
@@ -702,7 +700,6 @@ def _give_space(
     run_id: int | None,
     on_progress: Callable[[float, str], object] | None,
 ) -> SpaceUpgrade:
-    import keras
 
     with factory() as session:
         version = pixel_only_model(session, model_version_id)
@@ -714,20 +711,12 @@ def _give_space(
         manifest = load_manifest(
             session, session.get_one(DatasetVersion, version.dataset_version_id)
         )
-    if Path(classifier_artifact).name != classifier_artifact:
-        # A key from the database is a file name in the model store, nothing else.
-        raise CurationError(
-            f"model {model_version_id}: its artifact {classifier_artifact!r} is not a file name"
-        )
+    path = classifier_path(paths.models, classifier_artifact, model_id=model_version_id)
     backbone = str(settings.get("backbone") or base_space_key.split(":", 1)[0])
     crop = bool(settings.get("crop", True))
-    path = paths.models / classifier_artifact
-    if not path.is_file():
-        raise CurationError(f"model {model_version_id}: its classifier file {path} is missing")
     beat = _Heartbeat(factory, run_id, 1, on_progress)
     beat.beat(0.02, f"model {model_version_id}: loading its classifier", force=True)
-    # safe_mode: a .keras file with a Lambda layer's pickled code is refused.
-    classifier = keras.models.load_model(path, compile=False, safe_mode=True)
+    classifier = load_classifier(path)
     tuned = feature_backbone(classifier, backbone, tuned_weights_id(path))
     written: list[str] = []
     try:
@@ -767,10 +756,7 @@ def _give_space(
                     "from_pixels": metrics.get("images"),
                 },
             }
-            if run_id is not None:
-                if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
-                    raise TrainingCancelled(f"training run {run_id} ended while re-embedding")
-                training_runs.finish(session, run_id, model_version_id=model_version_id, now=_now())
+            finish_run(session, run_id, model_version_id, doing="re-embedding")
     except BaseException:
         _discard(factory, paths, written, backbone, classifier_artifact=classifier_artifact)
         raise

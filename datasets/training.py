@@ -249,11 +249,22 @@ def record_candidate(session: Session, model: ModelVersion, run_id: int | None) 
     """
     session.add(model)
     session.flush()
-    if run_id is not None:
-        if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
-            raise TrainingCancelled(f"training run {run_id} ended while training")
-        training_runs.finish(session, run_id, model_version_id=model.id, now=_now())
+    finish_run(session, run_id, model.id, doing="training")
     return model.id
+
+
+def finish_run(session: Session, run_id: int | None, model_version_id: int, *, doing: str) -> None:
+    """End run ``run_id`` (if any) as succeeded with ``model_version_id``, in the
+    transaction that writes the model.
+
+    Refused (:class:`TrainingCancelled`) when the run ended while ``doing``
+    its work (cancelled, or reaped as lost): its result must not land after the fact.
+    """
+    if run_id is None:
+        return
+    if training_runs.get_run(session, run_id).status != RunStatus.RUNNING.value:
+        raise TrainingCancelled(f"training run {run_id} ended while {doing}")
+    training_runs.finish(session, run_id, model_version_id=model_version_id, now=_now())
 
 
 def train_on_version(

@@ -56,7 +56,6 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
-L2: Final = HEAD_L2  # the head's kernel regulariser (curation.learning.head.train_head)
 TARGET_SHARES: Final = (0.95, 0.99)
 DEFAULT_STRATEGY: Final = "default"
 
@@ -90,7 +89,7 @@ def fit_probe(
     labels: NDArray[np.integer[Any]],
     *,
     n_classes: int,
-    l2: float = L2,
+    l2: float = HEAD_L2,
 ) -> LinearProbe:
     """Fit the platform's head objective to convergence.
 

@@ -81,16 +81,37 @@ def feature_backbone(
     return LoadedBackbone(spec=spec, model=model, weights_id=weights_id)
 
 
-@lru_cache(maxsize=4)
-def load_tuned_backbone(path: Path, backbone_name: str) -> LoadedBackbone:
-    """The feature backbone of the classifier saved at ``path`` (cached per process)."""
+def classifier_path(models_dir: Path, artifact: str, *, model_id: int) -> Path:
+    """Where model ``model_id``'s classifier file ``artifact`` (read from the database) lies.
+
+    Raises ``ConfigurationError`` unless it is a ``.keras`` file name inside
+    the model store (no folder, no ``..``).
+    """
+    if Path(artifact).name != artifact or not artifact.endswith(".keras"):
+        raise ConfigurationError(
+            f"model {model_id} names {artifact!r} as its classifier file:"
+            " expected a .keras file name inside the model store"
+        )
+    return models_dir / artifact
+
+
+def load_classifier(path: Path) -> keras.Model:
+    """The whole fine-tuned classifier saved at ``path``.
+
+    Raises ``ConfigurationError`` when the file is gone.
+    """
     import keras
 
     if not path.is_file():
         raise ConfigurationError(f"the fine-tuned model file {path} is missing from the store")
     # safe_mode: a .keras file with a Lambda layer's pickled code is refused.
-    classifier = keras.models.load_model(path, compile=False, safe_mode=True)
-    return feature_backbone(classifier, backbone_name, tuned_weights_id(path))
+    return keras.models.load_model(path, compile=False, safe_mode=True)
+
+
+@lru_cache(maxsize=4)
+def load_tuned_backbone(path: Path, backbone_name: str) -> LoadedBackbone:
+    """The feature backbone of the classifier saved at ``path`` (cached per process)."""
+    return feature_backbone(load_classifier(path), backbone_name, tuned_weights_id(path))
 
 
 def backbone_for_space(
@@ -108,12 +129,8 @@ def backbone_for_space(
     ):
         artifact = str((version.settings or {}).get("backbone_artifact") or "")
         if artifact:
-            if Path(artifact).name != artifact or not artifact.endswith(".keras"):
-                raise ConfigurationError(
-                    f"model {version.id} names {artifact!r} as its classifier file:"
-                    " expected a .keras file name inside the model store"
-                )
-            return load_tuned_backbone(models_dir / artifact, space.backbone)
+            path = classifier_path(models_dir, artifact, model_id=version.id)
+            return load_tuned_backbone(path, space.backbone)
     raise ConfigurationError(
         f"embedding space {space.key} belongs to a fine-tuned backbone, but no model version"
         " records its classifier file"
