@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )  # fmt: skip
                 version = registry.get_version(session, tuned.model_version_id)
                 pixels = version.metrics["test_from_pixels"]
-            reembed_s = next((v for k, v in clock.seconds.items() if k == "phase 3"), None)
+            reembed_s = clock.seconds.get("phase 3")
             return {
                 "data": str(args.data),
                 "images": len(ids),

@@ -35,7 +35,7 @@ from curation.learning.scoring import LearningPaths
 from curation.models.accounts import User, UserRole
 from curation.neardup import NearDuplicateIndex
 from curation.runtime import Runtime, build_runtime
-from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_orphans
+from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_everything
 
 
 @click.group()
@@ -358,18 +358,14 @@ def store() -> None:
 def store_gc(grace_seconds: float, dry_run: bool, as_json: bool) -> None:
     """Remove stored files that no image row references, and fine-tuned spaces and
     classifier files that no model uses (left by a fine-tuning run killed outright)."""
-    from curation.learning.tuned import collect_orphan_spaces
-
     runtime = build_runtime()
-    with runtime.factory() as session:
-        orphans = collect_orphans(
-            session, runtime.store, grace_seconds=grace_seconds, dry_run=dry_run
-        )
-    paths = _learning_paths(runtime)
-    with runtime.factory() as session, session.begin():
-        leftovers = collect_orphan_spaces(
-            session, paths.embeddings, paths.models, grace_seconds=grace_seconds, dry_run=dry_run
-        )
+    orphans, leftovers = collect_everything(
+        runtime.factory,
+        runtime.store,
+        runtime.settings.data_dir,
+        grace_seconds=grace_seconds,
+        dry_run=dry_run,
+    )
     verb = "would remove" if dry_run else "removed"
     _emit(
         as_json,

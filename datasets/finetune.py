@@ -790,11 +790,7 @@ def _embed_into(
     with factory() as session:
         ids = set(embedding_store.image_ids_in(session, base_space_key))
     ids.update(int(i) for i in manifest.image_ids)
-    boxes = {
-        int(image_id): (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
-        for image_id, b in zip(manifest.image_ids, manifest.boxes, strict=True)
-        if crop and not np.isnan(b).any()
-    }
+    boxes = manifest.boxes_by_image() if crop else {}
     todo = sorted(ids)
     outcome = EmbedOutcome()
     message = f"phase 3: embedding {len(todo)} images with the fine-tuned backbone"

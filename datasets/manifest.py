@@ -71,6 +71,14 @@ class Manifest:
         mask: NDArray[np.bool_] = self.splits == int(split)
         return mask
 
+    def boxes_by_image(self) -> dict[int, tuple[float, float, float, float]]:
+        """image id -> (x0, y0, x1, y1) of every entry with a box."""
+        return {
+            int(image_id): (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+            for image_id, b in zip(self.image_ids, self.boxes, strict=True)
+            if not np.isnan(b).any()
+        }
+
     def split_counts(self) -> dict[str, int]:
         counts = np.bincount(self.splits.astype(np.int64), minlength=len(SPLIT_NAMES))
         return {name: int(count) for name, count in zip(SPLIT_NAMES, counts, strict=True)}

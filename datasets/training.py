@@ -145,13 +145,8 @@ def version_embeddings(
     ``crop=False`` reads every entry whole (a model trained without crops).
     """
     ids = manifest.image_ids.tolist()
-    boxed: NDArray[np.bool_] = np.asarray(~np.isnan(manifest.boxes).any(axis=1)) & crop
-    meant = [
-        embedding_store.crop_key((float(b[0]), float(b[1]), float(b[2]), float(b[3])))
-        if is_boxed
-        else embedding_store.FULL
-        for b, is_boxed in zip(manifest.boxes, boxed, strict=True)
-    ]
+    boxes = manifest.boxes_by_image() if crop else {}
+    meant = [embedding_store.crop_key(boxes.get(image_id)) for image_id in ids]
     rows, fell_back = embedding_store.rows_for(session, space, ids, meant)
     index = np.flatnonzero(rows >= 0).astype(np.int64)
     missing = [ids[n] for n in np.flatnonzero(rows < 0)]

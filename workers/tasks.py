@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from curation.learning import outbox
-from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_orphans
+from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_everything
 from workers.app import celery_app
 from workers.runtime import worker_backbone, worker_runtime
 
@@ -20,17 +20,10 @@ from workers.runtime import worker_backbone, worker_runtime
 def collect_orphan_files(grace_seconds: float = DEFAULT_GRACE_SECONDS) -> dict[str, Any]:
     """Remove stored files left behind by a crash between writing and committing, and
     what a fine-tuning run killed outright left (a half-filled space, its classifier)."""
-    from curation.learning.scoring import LearningPaths
-    from curation.learning.tuned import collect_orphan_spaces
-
     runtime = worker_runtime()
-    with runtime.factory() as session:
-        removed = collect_orphans(session, runtime.store, grace_seconds=grace_seconds)
-    paths = LearningPaths.under(runtime.settings.data_dir)
-    with runtime.factory() as session, session.begin():
-        spaces = collect_orphan_spaces(
-            session, paths.embeddings, paths.models, grace_seconds=grace_seconds
-        )
+    removed, spaces = collect_everything(
+        runtime.factory, runtime.store, runtime.settings.data_dir, grace_seconds=grace_seconds
+    )
     return {"removed": len(removed), "fine_tuning_leftovers": spaces}
 
 

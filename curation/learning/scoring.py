@@ -387,6 +387,8 @@ def score_images(
             if image_ids is None
             else embedding_store.sample(session, paths.embeddings, model.space)
         )
+    if read_ids is not None:  # before any return: a caller diffs against what was read
+        read_ids.append(ids)
     if len(ids) == 0:
         if image_ids is None:
             with factory() as session, session.begin():
@@ -460,8 +462,6 @@ def score_images(
         if image_ids is None:
             bulk_write.mark_ranked(session, model.version_id, now)
     clock.lap("commit")
-    if read_ids is not None:
-        read_ids.append(ids)
     return len(ids)
 
 
