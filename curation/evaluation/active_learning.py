@@ -778,11 +778,36 @@ def shortfall(curves: Curves, *, strategy: str, against: Sequence[str]) -> Float
     At each budget: max over ``against`` of its mean accuracy over seeds,
     minus the mean accuracy of ``strategy``; <= 0 where it is at least as good.
     """
-    mean = curves.accuracy.mean(axis=1)
-    own = mean[curves.strategies.index(strategy)]
-    best = np.max([mean[curves.strategies.index(name)] for name in against], axis=0)
-    gap: FloatArray = best - own
+    gap: FloatArray = _paired_gaps(curves, strategy=strategy, against=against).mean(axis=0)
     return gap
+
+
+def shortfall_standard_error(
+    curves: Curves, *, strategy: str, against: Sequence[str]
+) -> FloatArray:
+    """(R,) the standard error of :func:`shortfall` over the seeds (NaN with one seed).
+
+    Paired by seed (each seed's test split is shared by every strategy): the
+    deviation over seeds of the per-seed gap, over the square root of the
+    seeds. A shortfall of one or two standard errors is what other seeds
+    could undo; the bench prints both.
+    """
+    gaps = _paired_gaps(curves, strategy=strategy, against=against)
+    if gaps.shape[0] < 2:
+        return np.full(gaps.shape[1], math.nan)
+    error: FloatArray = gaps.std(axis=0, ddof=1) / math.sqrt(gaps.shape[0])
+    return error
+
+
+def _paired_gaps(curves: Curves, *, strategy: str, against: Sequence[str]) -> FloatArray:
+    """(K, R) per seed: the accuracy of the best of ``against`` (the best by its
+    mean over seeds, budget by budget) minus that of ``strategy``."""
+    accuracy = curves.accuracy
+    rivals = [curves.strategies.index(name) for name in against]
+    best = np.asarray(rivals)[np.argmax(accuracy[rivals].mean(axis=1), axis=0)]  # (R,)
+    budgets = np.arange(accuracy.shape[2])
+    gaps: FloatArray = accuracy[best, :, budgets].T - accuracy[curves.strategies.index(strategy)]
+    return gaps
 
 
 def plot_curves(curves: Curves, path: Any, *, title: str = "") -> None:
