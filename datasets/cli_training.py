@@ -172,16 +172,9 @@ def train(
             ),
         )
         return
-    show_bar = sys.stderr.isatty() and not os.environ.get("CURATION_NO_PROGRESS")
-    with tqdm(total=100, unit="%", disable=not show_bar, file=sys.stderr) as bar:
-
-        def progress(share: float, message: str) -> None:
-            bar.n = round(100 * share)
-            bar.set_postfix_str(message, refresh=False)
-            bar.refresh()
-
+    with _progress_bar() as bar:
         outcome = _train_with_progress(
-            runtime, settings, dataset, seed, options, no_promote, progress
+            runtime, settings, dataset, seed, options, no_promote, _reporting_to(bar)
         )
     emit(as_json, outcome.as_dict(), lambda: _print(outcome))
 

@@ -700,7 +700,6 @@ def _give_space(
     run_id: int | None,
     on_progress: Callable[[float, str], object] | None,
 ) -> SpaceUpgrade:
-
     with factory() as session:
         version = pixel_only_model(session, model_version_id)
         classifier_artifact = version.artifact_key
