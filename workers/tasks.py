@@ -8,6 +8,7 @@ each task is defined. Every task is idempotent, so at-least-once delivery
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from curation.learning import outbox
@@ -15,8 +16,13 @@ from curation.store.gc import DEFAULT_GRACE_SECONDS, collect_everything
 from workers.app import celery_app
 from workers.runtime import worker_backbone, worker_runtime
 
+# Registered on this app alone. Celery's default (shared) also hands each task
+# to every app built later, so an app made after this module is re-imported
+# (the tests do) would hold the first import's functions under these names.
+task = partial(celery_app.task, shared=False)
 
-@celery_app.task(name="curation.store.collect_orphans", acks_late=True, time_limit=3600)
+
+@task(name="curation.store.collect_orphans", acks_late=True, time_limit=3600)
 def collect_orphan_files(grace_seconds: float = DEFAULT_GRACE_SECONDS) -> dict[str, Any]:
     """Remove stored files left behind by a crash between writing and committing, and
     what a fine-tuning run killed outright left (a half-filled space, its classifier)."""
@@ -27,7 +33,7 @@ def collect_orphan_files(grace_seconds: float = DEFAULT_GRACE_SECONDS) -> dict[s
     return {"removed": len(removed), "fine_tuning_leftovers": spaces}
 
 
-@celery_app.task(name="curation.system.ping", acks_late=True, time_limit=60)
+@task(name="curation.system.ping", acks_late=True, time_limit=60)
 def ping() -> dict[str, Any]:
     """Round trip through the broker and the database, for health checks."""
     from sqlalchemy import func, select
@@ -40,7 +46,7 @@ def ping() -> dict[str, Any]:
     return {"ok": True, "images": images}
 
 
-@celery_app.task(
+@task(
     name="curation.scoring.score_batch",
     acks_late=True,
     reject_on_worker_lost=True,
@@ -72,7 +78,7 @@ def score_batch(image_ids: list[int]) -> dict[str, Any]:
     }
 
 
-@celery_app.task(name="curation.scoring.sweep_outbox", acks_late=True, time_limit=300)
+@task(name="curation.scoring.sweep_outbox", acks_late=True, time_limit=300)
 def sweep_outbox(limit: int = 5000) -> dict[str, Any]:
     """Send pending scoring jobs: new ones, and those whose task was lost."""
     runtime = worker_runtime()
@@ -89,7 +95,7 @@ def sweep_outbox(limit: int = 5000) -> dict[str, Any]:
     return {"sent": len(due)}
 
 
-@celery_app.task(name="curation.queue.prune_rankings", acks_late=True, time_limit=1800)
+@task(name="curation.queue.prune_rankings", acks_late=True, time_limit=1800)
 def prune_queue_rankings() -> dict[str, Any]:
     """Drop the rows of queue rankings a newer complete ranking has replaced."""
     from curation.queue import prune_rankings
@@ -100,7 +106,7 @@ def prune_queue_rankings() -> dict[str, Any]:
     return {"removed": removed}
 
 
-@celery_app.task(name="curation.dashboard.record_queue_snapshot", acks_late=True, time_limit=300)
+@task(name="curation.dashboard.record_queue_snapshot", acks_late=True, time_limit=300)
 def snapshot_queue() -> dict[str, Any]:
     """Store the queue's size by reason for the dashboard; once per 15-minute bucket."""
     from datetime import UTC, datetime
@@ -126,7 +132,7 @@ def _send_after_commit(run_id: int | None) -> None:
         retrain.delay(run_id)
 
 
-@celery_app.task(name="curation.retraining.check_triggers", acks_late=True, time_limit=300)
+@task(name="curation.retraining.check_triggers", acks_late=True, time_limit=300)
 def check_retraining_triggers() -> dict[str, Any]:
     """Reap lost runs; queue a run if enough labels came in or a class became active."""
     from datetime import UTC, datetime
@@ -141,7 +147,7 @@ def check_retraining_triggers() -> dict[str, Any]:
     return check.as_dict() | {"queued_run": run_id}
 
 
-@celery_app.task(name="curation.retraining.scheduled", acks_late=True, time_limit=300)
+@task(name="curation.retraining.scheduled", acks_late=True, time_limit=300)
 def scheduled_retraining() -> dict[str, Any]:
     """The scheduled run (nightly by default), folded into one already queued or running."""
     from datetime import UTC, datetime
@@ -156,7 +162,7 @@ def scheduled_retraining() -> dict[str, Any]:
     return {"queued_run": run_id}
 
 
-@celery_app.task(
+@task(
     name="curation.training.retrain",
     acks_late=True,
     reject_on_worker_lost=True,
@@ -202,7 +208,7 @@ def retrain(run_id: int) -> dict[str, Any]:
     }
 
 
-@celery_app.task(
+@task(
     name="curation.training.rescore",
     acks_late=True,
     reject_on_worker_lost=True,
@@ -236,7 +242,7 @@ def rescore(model_version_id: int) -> dict[str, Any]:
     return {"model_version": model_version_id, "rescored": rescored}
 
 
-@celery_app.task(
+@task(
     name="curation.labelstudio.pull_task",
     acks_late=True,
     autoretry_for=(OSError,),
@@ -253,7 +259,7 @@ def labelstudio_pull_task(task_id: int) -> dict[str, Any]:
     return pull_task(runtime.factory, connect(runtime.settings), task_id).as_dict()
 
 
-@celery_app.task(name="curation.labelstudio.reconcile", acks_late=True, time_limit=1800)
+@task(name="curation.labelstudio.reconcile", acks_late=True, time_limit=1800)
 def labelstudio_reconcile() -> dict[str, Any]:
     """Pull every project with tasks out and release expired holds (webhooks are not retried)."""
     from curation.labelstudio.client import connect

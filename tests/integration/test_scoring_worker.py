@@ -35,7 +35,12 @@ from tests.integration.workerproc import client_app, worker_env
 pytestmark = pytest.mark.slow
 
 BACKBONE = "mobilenet_0.25"
-CRAWL_IMAGES = 48
+# On Redis a batch of 4 takes ~45 ms once the model is loaded, so the crawl
+# must be long enough that the worker cannot finish it between the test
+# noticing the first crawl batch and the kill (48 images once finished first
+# on CI). The embedded broker polls about once a second, so 48 leave it ample.
+REDIS_CRAWL_IMAGES = 160
+EMBEDDED_CRAWL_IMAGES = 48
 
 
 def _ingest(runtime: Runtime, root: Path, *, labelled: bool) -> None:
@@ -51,7 +56,7 @@ def _ingest(runtime: Runtime, root: Path, *, labelled: bool) -> None:
     assert not summary.rejected
 
 
-def _prepare(tmp_path: Path, database_url: str) -> tuple[Runtime, int]:
+def _prepare(tmp_path: Path, database_url: str, crawl_images: int) -> tuple[Runtime, int]:
     """A champion model trained on labelled images, and a crawl waiting in the outbox."""
     settings = replace(
         make_settings(tmp_path / "var", database_url), backbone=BACKBONE, backbone_weights="none"
@@ -75,7 +80,7 @@ def _prepare(tmp_path: Path, database_url: str) -> tuple[Runtime, int]:
     assert score_images(runtime.factory, paths, model) == 12  # as `curation train` does
     crawl = tmp_path / "crawl"
     crawl.mkdir()
-    for i in range(CRAWL_IMAGES):
+    for i in range(crawl_images):
         (crawl / f"c{i:03}.jpg").write_bytes(jpeg(5000 + i))
     _ingest(runtime, crawl, labelled=False)
     return runtime, version
@@ -118,21 +123,21 @@ def _done(runtime: Runtime) -> int:
         )
 
 
-def _wait_for(predicate, timeout: float, what: str, log: Path) -> None:
+def _wait_for(predicate, timeout: float, what: str, log: Path, *, every: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out waiting for {what}\n{log.read_text(errors='replace')[-4000:]}"
             )
-        time.sleep(0.5)
+        time.sleep(every)
 
 
 def _kill_mid_batch_and_recover(
-    tmp_path: Path, database_url: str, broker_url: str | None, backend: str
+    tmp_path: Path, database_url: str, broker_url: str | None, backend: str, crawl_images: int
 ) -> None:
-    runtime, version = _prepare(tmp_path, database_url)
-    total = 12 + CRAWL_IMAGES
+    runtime, version = _prepare(tmp_path, database_url, crawl_images)
+    total = 12 + crawl_images
     env = worker_env(
         data_dir=tmp_path / "var",
         database_url=database_url,
@@ -167,7 +172,8 @@ def _kill_mid_batch_and_recover(
     worker = _start(env, log)
     try:
         app.send_task("curation.scoring.sweep_outbox", queue="default")
-        _wait_for(lambda: _done(runtime) >= 12 + 8, 180, "the first batches", log)
+        # Poll tightly: the kill must land while most of the crawl is still queued.
+        _wait_for(lambda: _done(runtime) >= 12 + 4, 180, "the first batch", log, every=0.01)
         os.killpg(worker.pid, signal.SIGKILL)  # the whole worker, mid-run
         worker.wait(timeout=30)
         assert _done(runtime) < total, "the worker finished before it could be killed"
@@ -210,10 +216,14 @@ def test_killed_worker_on_redis_loses_nothing_and_duplicates_nothing(
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
-    _kill_mid_batch_and_recover(tmp_path, pg_url, REDIS_URL, REDIS_URL)
+    _kill_mid_batch_and_recover(tmp_path, pg_url, REDIS_URL, REDIS_URL, REDIS_CRAWL_IMAGES)
 
 
 def test_killed_worker_on_embedded_broker_loses_nothing(tmp_path: Path, sqlite_url: str) -> None:
     _kill_mid_batch_and_recover(
-        tmp_path, sqlite_url, None, f"db+sqlite:///{tmp_path / 'results.db'}"
+        tmp_path,
+        sqlite_url,
+        None,
+        f"db+sqlite:///{tmp_path / 'results.db'}",
+        EMBEDDED_CRAWL_IMAGES,
     )
