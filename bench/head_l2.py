@@ -7,7 +7,8 @@ For each labelled folder (embedded once with the backbone, cached), each
 split seed holds out a quarter of the images by whole near-duplicate groups
 (as ``curation bench al`` does); the head (``train_head``: Adam, class
 weights, early stopping) is trained on a random ``--budgets`` sample of the
-rest and on all of it, and measured on the held-out images. Prints one JSON
+rest and on all of it, standardised by the whole pool (as the platform's head is
+by its space), and measured on the held-out images. Prints one JSON
 object: mean test accuracy per folder, L2 and budget ("all" for the whole
 pool). The product's ``HEAD_L2`` was chosen from these figures.
 """
@@ -59,7 +60,9 @@ def measure(
             sample = np.random.default_rng(seed)
             for budget in [*budgets, None]:
                 rows = pool if budget is None else sample.choice(pool, size=budget, replace=False)
-                head, _ = train_head(x[rows], y[rows], n_classes=n_classes, seed=seed, l2=l2)
+                head, _ = train_head(
+                    x[rows], y[rows], n_classes=n_classes, reference=x[pool], seed=seed, l2=l2
+                )
                 correct = head.predict_proba(x[test]).argmax(axis=1) == y[test]
                 scores.setdefault(str(budget or "all"), []).append(float(correct.mean()))
         result[f"{l2:g}"] = {key: round(float(np.mean(v)), 4) for key, v in scores.items()}

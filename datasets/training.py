@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from curation import registry, training_runs
 from curation.exceptions import CurationError, NotFound, RejectedInput
 from curation.learning import embedding_store
-from curation.learning.head import HEAD_L2, Head, train_head
+from curation.learning.head import HEAD_L2, MIN_REFERENCE_ROWS, Head, train_head
 from curation.learning.metrics import evaluate
 from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths
@@ -165,6 +165,13 @@ def version_embeddings(
         full_image_for_box=fallback,
         crop_keys=np.asarray(crops, dtype=np.str_),
     )
+
+
+def _standardised_by(reference: NDArray[np.float16], space_images: int) -> dict[str, Any]:
+    """What a head's standardisation was measured on, for its model's settings."""
+    if len(reference) >= MIN_REFERENCE_ROWS:
+        return {"source": "space", "images": space_images, "sampled": len(reference)}
+    return {"source": "training images", "images": 0, "sampled": 0}
 
 
 def _now() -> datetime:
@@ -328,6 +335,9 @@ def _train(
         space_id = space.id
         manifest = load_manifest(session, version)
         data = version_embeddings(session, paths, space, manifest)
+        # The head standardises by the space it will score, not by the
+        # labelled rows the queue chose (curation.learning.head.standardisation).
+        reference, space_images = embedding_store.sample(session, paths.embeddings, space)
     beat.beat(0.05, f"{version_name}: {len(data.image_ids)} images with embeddings", force=True)
 
     train = data.splits == int(Split.TRAIN)
@@ -350,6 +360,7 @@ def _train(
         x[train],
         index[train],
         n_classes=len(class_ids),
+        reference=reference,
         seed=seed,
         epochs=options.epochs,
         l2=options.l2,
@@ -389,6 +400,7 @@ def _train(
                 "seed": seed,
                 "options": asdict(options),
                 "fine_tuned": False,
+                "standardised_by": _standardised_by(reference, space_images),
             },
             metrics={
                 "test": test_metrics,

@@ -9,8 +9,9 @@ round labels the whole pool, so every curve ends at the all-labels accuracy.
 
 The model is the platform's head (:mod:`curation.learning.head`) fitted to
 convergence instead of by Adam with early stopping: multinomial logistic
-regression on embeddings standardised by the labelled rows' mean and
-deviation, L2 penalty ``l2 * ||W||^2`` on the mean class-balanced
+regression on embeddings standardised by the pool's mean and deviation (as
+the platform's head is by its space's, :func:`curation.learning.head.standardisation`),
+L2 penalty ``l2 * ||W||^2`` on the mean class-balanced
 cross-entropy, bias unpenalised. Keras would take seconds per fit and a run
 fits the model thousands of times; scikit-learn's L-BFGS on the same
 objective takes tens of milliseconds.
@@ -34,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from curation.learning.head import HEAD_L2
+from curation.learning.head import HEAD_L2, standardisation
 from curation.learning.ordering import ORDER_BATCH, TYPICAL_LABELS_PER_CLASS, head_order
 from curation.learning.priority import (
     NOVELTY_MIN_LABELS_PER_CLASS,
@@ -90,6 +91,7 @@ def fit_probe(
     *,
     n_classes: int,
     l2: float = HEAD_L2,
+    reference: NDArray[np.floating[Any]] | None = None,
 ) -> LinearProbe:
     """Fit the platform's head objective to convergence.
 
@@ -99,6 +101,8 @@ def fit_probe(
     labels : (M,) int in 0..n_classes-1.
     n_classes : C; classes without a labelled row get probability 0.
     l2 : penalty on the kernel, as in ``train_head``.
+    reference : (R, D) the rows standardisation is measured on (the pool, as
+        a head's space), as in ``train_head``; None: the labelled rows.
 
     Returns
     -------
@@ -110,8 +114,7 @@ def fit_probe(
     y = np.asarray(labels, dtype=np.int64)
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError("embeddings must be (M, D), M >= 1, with one label each")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0) + 1e-6
+    mean, scale = standardisation(x, reference)
     present = np.unique(y)
     weights = np.zeros((x.shape[1], n_classes), dtype=np.float64)
     bias = np.full(n_classes, -np.inf, dtype=np.float64)
@@ -453,7 +456,7 @@ def simulate(
     round_index = 0
     while True:
         rows = np.flatnonzero(labelled)
-        probe = fit_probe(vectors[rows], truth[rows], n_classes=classes)
+        probe = fit_probe(vectors[rows], truth[rows], n_classes=classes, reference=vectors)
         predicted = probe.predict_proba(x[test_rows]).argmax(axis=1)
         budgets.append(int(rows.size))
         accuracy.append(float(np.mean(predicted == y[test_rows])) if test_rows.size else math.nan)
@@ -620,7 +623,7 @@ def _run_seed(
     else:
         test = fixed_test
     pool = ~test
-    probe = fit_probe(x[pool], y[pool], n_classes=n_classes)
+    probe = fit_probe(x[pool], y[pool], n_classes=n_classes, reference=x[pool])
     full = float(np.mean(probe.predict_proba(x[test]).argmax(axis=1) == y[test]))
     curves = []
     for name in strategies:

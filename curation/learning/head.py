@@ -25,6 +25,9 @@ from numpy.typing import NDArray
 # lets the few labels of a young class pull its weights far out.
 HEAD_L2 = 3e-2
 
+# Fewer reference rows than this and the training rows are the reference.
+MIN_REFERENCE_ROWS = 2
+
 
 @dataclass(frozen=True)
 class Head:
@@ -107,11 +110,44 @@ def balanced_class_weights(labels: NDArray[np.integer], n_classes: int) -> dict[
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def standardisation(
+    embeddings: NDArray[np.floating], reference: NDArray[np.floating] | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(D,) mean and (D,) deviation (plus 1e-6) that a head standardises by.
+
+    ``reference`` is (R, D) embeddings of the images the head will score: an
+    even sample of its space (:func:`curation.learning.embedding_store.sample`).
+    The labelled rows are no fair sample of those: the queue chose them,
+    typical images first and torn ones after, so their mean and spread along
+    a direction are not the space's, and a penalty on standardised weights
+    then favours the wrong directions. ``curation bench al`` on porto5, seeds
+    0-299 paired against the labelled rows' statistics: the default strategy
+    needs 3.7 fewer labels to reach 95% of the all-labels accuracy (standard
+    error 1.1) and 0.4 fewer to 99% (5.0); random and plain margin, whose
+    labels are fairer samples, move by less than their noise. On wonders7
+    (seeds 0-99) the default needs 1.3 and 3.9 fewer (1.4, 3.1), random 2.3
+    and 9.3 more (1.7, 3.7). Without a reference, or one of fewer than
+    ``MIN_REFERENCE_ROWS`` rows, the training rows (``embeddings``) are used.
+    """
+    rows = embeddings
+    if reference is not None and len(reference) >= MIN_REFERENCE_ROWS:
+        rows = reference
+    x = np.asarray(rows, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != np.shape(embeddings)[1]:
+        raise ValueError(
+            f"reference must be (R, {np.shape(embeddings)[1]}) embeddings, got {x.shape}"
+        )
+    mean: NDArray[np.float64] = x.mean(axis=0)
+    scale: NDArray[np.float64] = x.std(axis=0) + 1e-6
+    return mean, scale
+
+
 def train_head(
     embeddings: NDArray[np.floating],
     labels: NDArray[np.integer],
     *,
     n_classes: int,
+    reference: NDArray[np.floating] | None = None,
     seed: int = 0,
     epochs: int = 200,
     l2: float = HEAD_L2,
@@ -128,7 +164,7 @@ def train_head(
     ``validation_share`` of the input (from 50 items). ``on_epoch(epoch,
     logs)`` runs after each epoch; an exception it raises (a cancellation)
     stops training and propagates. Returns the head and the training curves
-    (loss and accuracy per epoch).
+    (loss and accuracy per epoch). ``reference``: see :func:`standardisation`.
     """
     import keras
 
@@ -138,8 +174,8 @@ def train_head(
         raise ValueError("embeddings must be (N, D) with one label each")
     if len(x) == 0:
         raise ValueError("no labelled embeddings to train on")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0) + 1e-6
+    mean64, scale64 = standardisation(x, reference)
+    mean, scale = mean64.astype(np.float32), scale64.astype(np.float32)
     standard = (x - mean) / scale
 
     keras.utils.set_random_seed(seed)

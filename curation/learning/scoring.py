@@ -227,6 +227,8 @@ def train_model(
         if space is None:
             raise NotFound(f"no embeddings in space {space_key}: run scoring first")
         data = labelled_embeddings(session, paths, space)
+        # Standardised by the space it will score (curation.learning.head.standardisation).
+        reference, _ = embedding_store.sample(session, paths.embeddings, space)
         # Folds by near-duplicate group: a burst twin in the training folds
         # would otherwise give a flipped label's right answer away.
         groups = group_ids_of(session, data.image_ids)
@@ -236,7 +238,7 @@ def train_model(
             f"training needs labelled images of at least 2 classes, found {len(data.class_ids)}"
         )
     head, curves = train_head(
-        data.embeddings, data.labels, n_classes=len(data.class_ids), seed=seed
+        data.embeddings, data.labels, n_classes=len(data.class_ids), reference=reference, seed=seed
     )
     oos = out_of_sample_probabilities(
         data.embeddings.astype(np.float32),

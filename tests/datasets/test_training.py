@@ -18,9 +18,11 @@ from curation.cli import main
 from curation.exceptions import Conflict
 from curation.labels import append_label, current_labels
 from curation.learning import embedding_store
+from curation.learning.head import Head
 from curation.learning.scoring import LearningPaths
 from curation.models import (
     AuditEntry,
+    EmbeddingSpace,
     ImageScore,
     LandmarkClass,
     ModelVersion,
@@ -151,6 +153,19 @@ def test_the_whole_loop(runtime, built) -> None:
         assert model.settings["dataset_version"] == "v1" and model.settings["seed"] == 0
         assert model.settings["class_ids"] == sorted(built["class_ids"])
         assert model.metrics["curves"]["loss"] and model.metrics["curves"]["val_loss"]
+        # Standardised by the space it scores, not by the labelled rows: the
+        # space also holds the images no version has.
+        space = session.get_one(EmbeddingSpace, model.space_id)
+        sampled, images = embedding_store.sample(session, paths.embeddings, space)
+        assert model.settings["standardised_by"] == {
+            "source": "space",
+            "images": images,
+            "sampled": len(sampled),
+        }
+        head = Head.from_bytes((paths.models / model.artifact_key).read_bytes())
+        np.testing.assert_allclose(
+            head.mean, np.asarray(sampled, dtype=np.float64).mean(axis=0), rtol=1e-5, atol=1e-6
+        )
         run = runs.get_run(session, first.run_id)
         assert run.status == "succeeded" and run.model_version_id == model.id
         assert run.progress == 1.0 and run.dataset_version_id == model.dataset_version_id

@@ -331,3 +331,32 @@ def test_shortfall_standard_error_is_paired_by_seed() -> None:
     assert np.isnan(
         al.shortfall_standard_error(one_seed, strategy="default", against=["random"])
     ).all()
+
+
+def test_the_probe_is_standardised_by_the_pool_as_a_head_by_its_space(monkeypatch) -> None:
+    points, labels = blobs()
+    test = np.zeros(labels.size, dtype=bool)
+    test[::5] = True
+    real = al.fit_probe
+    references = []
+
+    def recording(*args, **kwargs):
+        references.append(kwargs.get("reference"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(al, "fit_probe", recording)
+    budgets, _, _ = al.simulate(
+        points,
+        labels,
+        pool=~test,
+        test=test,
+        strategy=al.STRATEGIES["random"],
+        start_per_class=2,
+        batch=60,
+        seed=0,
+    )
+    assert len(references) == budgets.size
+    assert all(np.array_equal(r, points[~test]) for r in references)
+    few = real(points[:12], labels[:12], n_classes=4, reference=points[~test])
+    np.testing.assert_allclose(few.mean, points[~test].astype(np.float64).mean(axis=0))
+    np.testing.assert_allclose(few.scale, points[~test].astype(np.float64).std(axis=0) + 1e-6)

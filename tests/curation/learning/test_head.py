@@ -9,6 +9,7 @@ from curation.learning.head import (
     head_from_dense,
     nearest_class_distance,
     novelty_from_distance,
+    standardisation,
     train_head,
 )
 
@@ -85,3 +86,32 @@ def test_a_dense_layer_becomes_a_head_that_answers_as_the_layer() -> None:
     assert head.centroids.shape == (3, 8) and head.own_class_distances.shape == (60,)
     with pytest.raises(ValueError, match="does not map"):
         head_from_dense(kernel[:5], bias, features, labels)
+
+
+def test_a_head_standardises_by_its_reference_not_by_the_rows_the_queue_chose() -> None:
+    x, y, novel = _blobs(seed=3)
+    space = np.concatenate([x, novel])
+    # The queue's picks: the rows nearest their class mean, a narrow, biased sample.
+    chosen = np.concatenate(
+        [
+            np.flatnonzero(y == c)[
+                np.argsort(np.linalg.norm(x[y == c] - x[y == c].mean(axis=0), axis=1))[:8]
+            ]
+            for c in range(3)
+        ]
+    )
+    head, _ = train_head(x[chosen], y[chosen], n_classes=3, reference=space, seed=1, epochs=20)
+    np.testing.assert_allclose(head.mean, space.astype(np.float64).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(head.scale, space.astype(np.float64).std(axis=0) + 1e-6, rtol=1e-5)
+    plain, _ = train_head(x[chosen], y[chosen], n_classes=3, seed=1, epochs=20)
+    np.testing.assert_allclose(plain.scale, x[chosen].std(axis=0) + 1e-6, rtol=1e-5)
+    assert not np.allclose(plain.scale, head.scale, rtol=0.05)
+
+
+def test_standardisation_falls_back_to_the_training_rows_and_refuses_a_wrong_width() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    mean, scale = standardisation(x, x[:1])  # one reference row: no spread to measure
+    np.testing.assert_allclose(mean, x.mean(axis=0))
+    np.testing.assert_allclose(scale, x.std(axis=0) + 1e-6)
+    with pytest.raises(ValueError, match=r"reference must be \(R, 3\)"):
+        standardisation(x, np.zeros((5, 4)))
