@@ -191,8 +191,9 @@ def active_learning(
         "batch": batch,
         "seeds": curves.seeds,
         "jobs": jobs,
-        "model": "softmax regression on standardised embeddings, balanced class weights, "
-        f"L2 {HEAD_L2:g} (the platform's head objective, fitted by L-BFGS)",
+        "model": "softmax regression on embeddings standardised by the pool, balanced class "
+        f"weights, L2 {HEAD_L2:g}, self-trained on the pool rows its first fit is sure of "
+        "(the platform's head objective, fitted by L-BFGS)",
         "strategies": {name: al.STRATEGIES[name].description for name in names},
         "budgets": curves.budgets.tolist(),
         "accuracy": {name: curves.accuracy[s].tolist() for s, name in enumerate(curves.strategies)},

@@ -38,14 +38,19 @@ def space_key(settings: Settings) -> str:
     return configured_space_key(settings.backbone, settings.backbone_weights)
 
 
-def _from_labels(runtime: Runtime, seed: int, promote: bool) -> dict[str, Any]:
+def _from_labels(runtime: Runtime, seed: int, promote: bool, self_training: bool) -> dict[str, Any]:
     """The training of before dataset versions: every current label, promoted at once."""
     from curation.learning.scoring import load_model, score_images, train_model
     from curation.models import ModelVersion
 
     paths = LearningPaths.under(runtime.settings.data_dir)
     version_id = train_model(
-        runtime.factory, paths, space_key=space_key(runtime.settings), seed=seed, promote=promote
+        runtime.factory,
+        paths,
+        space_key=space_key(runtime.settings),
+        seed=seed,
+        promote=promote,
+        self_training=self_training,
     )
     rescored = None
     if promote:
@@ -102,6 +107,13 @@ def _print(outcome: TrainingOutcome) -> None:
 )
 @click.option("--epochs", type=click.IntRange(1, 10000), default=200, show_default=True)
 @click.option(
+    "--self-training/--no-self-training",
+    default=True,
+    show_default=True,
+    help="Fit the head a second time with the unlabelled images of the space its first"
+    " fit is sure of (never near duplicates of validation or test images).",
+)
+@click.option(
     "--fine-tune-blocks",
     type=click.IntRange(0, 100),
     default=0,
@@ -127,6 +139,7 @@ def train(
     no_promote: bool,
     from_labels: bool,
     epochs: int,
+    self_training: bool,
     fine_tune_blocks: int,
     augment: bool,
     trainable_batchnorm: bool,
@@ -141,6 +154,7 @@ def train(
     """
     options = TrainingOptions(
         epochs=epochs,
+        self_training=self_training,
         fine_tune_blocks=fine_tune_blocks,
         augment=augment,
         trainable_batchnorm=trainable_batchnorm,
@@ -161,7 +175,7 @@ def train(
         emit(as_json, payload, lambda: _print_fine_tuned(tuned, verdict))
         return
     if from_labels:
-        payload = _from_labels(runtime, seed, not no_promote)
+        payload = _from_labels(runtime, seed, not no_promote, self_training)
         emit(
             as_json,
             payload,

@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from curation import registry, training_runs
 from curation.exceptions import CurationError, NotFound, RejectedInput
+from curation.labels import current_labels
 from curation.learning import embedding_store
-from curation.learning.head import HEAD_L2, MIN_REFERENCE_ROWS, Head, train_head
+from curation.learning.head import HEAD_L2, MIN_REFERENCE_ROWS, Head, self_train_head
 from curation.learning.metrics import evaluate
 from curation.learning.priority import Strategy
 from curation.learning.scoring import LearningPaths
@@ -41,6 +42,7 @@ from curation.models import (
     RunTrigger,
     Split,
 )
+from curation.neardup import group_ids_of
 from curation.settings import Settings
 from datasets.manifest import Manifest
 from datasets.versions import find_version, load_manifest
@@ -64,6 +66,9 @@ class TrainingOptions:
     # Confident learning on the train split (out-of-sample, scikit-learn), so
     # the queue's label-error strategy has scores under the new model.
     label_issues: bool = True
+    # Self-training: a second fit that also learns the unlabelled images of
+    # the space the first is sure of (curation.learning.head.self_train_head).
+    self_training: bool = True
     # Fine-tuning the top backbone blocks (with augmentation and a choice of
     # trainable BatchNorm): run by datasets.finetune.fine_tune_on_version on
     # the version's pixels, never by the head training here.
@@ -164,6 +169,34 @@ def version_embeddings(
         missing=missing,
         full_image_for_box=fallback,
         crop_keys=np.asarray(crops, dtype=np.str_),
+    )
+
+
+def pseudo_label_candidates(
+    session: Session, image_ids: NDArray[np.int64], manifest: Manifest
+) -> NDArray[np.bool_]:
+    """(N,) which of the sampled ``image_ids`` a head may learn from by its own guess.
+
+    Not one with a current label of any verdict (a reviewer's "not a
+    landmark" is never turned into a landmark), not one of the version, and
+    not a near duplicate of its validation or test images: the frozen test
+    split stays unseen.
+    """
+    if image_ids.size == 0:
+        return np.zeros(0, dtype=np.bool_)
+    judged = {label.image_id for label in current_labels(session, image_ids.tolist())}
+    held_out = manifest.image_ids[
+        manifest.in_split(Split.VALIDATION) | manifest.in_split(Split.TEST)
+    ]
+    held_groups = set(group_ids_of(session, held_out).tolist()) if held_out.size else set()
+    in_version = set(manifest.image_ids.tolist())
+    groups = group_ids_of(session, image_ids)
+    return np.asarray(
+        [
+            int(i) not in judged and int(i) not in in_version and int(g) not in held_groups
+            for i, g in zip(image_ids, groups, strict=True)
+        ],
+        dtype=np.bool_,
     )
 
 
@@ -337,7 +370,14 @@ def _train(
         data = version_embeddings(session, paths, space, manifest)
         # The head standardises by the space it will score, not by the
         # labelled rows the queue chose (curation.learning.head.standardisation).
-        reference, space_images = embedding_store.sample(session, paths.embeddings, space)
+        sampled_ids, reference, space_images = embedding_store.sample_images(
+            session, paths.embeddings, space
+        )
+        unlabelled = (
+            reference[pseudo_label_candidates(session, sampled_ids, manifest)]
+            if options.self_training
+            else None
+        )
     beat.beat(0.05, f"{version_name}: {len(data.image_ids)} images with embeddings", force=True)
 
     train = data.splits == int(Split.TRAIN)
@@ -356,9 +396,10 @@ def _train(
     # stopping (their loss is undefined): left out of it.
     validation &= index >= 0
     x = data.embeddings
-    head, curves = train_head(
+    head, curves, pseudo_labelled = self_train_head(
         x[train],
         index[train],
+        unlabelled=unlabelled,
         n_classes=len(class_ids),
         reference=reference,
         seed=seed,
@@ -401,6 +442,10 @@ def _train(
                 "options": asdict(options),
                 "fine_tuned": False,
                 "standardised_by": _standardised_by(reference, space_images),
+                "self_training": {
+                    "candidates": 0 if unlabelled is None else len(unlabelled),
+                    "learnt_from_guesses": pseudo_labelled,
+                },
             },
             metrics={
                 "test": test_metrics,

@@ -12,7 +12,9 @@ convergence instead of by Adam with early stopping: multinomial logistic
 regression on embeddings standardised by the pool's mean and deviation (as
 the platform's head is by its space's, :func:`curation.learning.head.standardisation`),
 L2 penalty ``l2 * ||W||^2`` on the mean class-balanced
-cross-entropy, bias unpenalised. Keras would take seconds per fit and a run
+cross-entropy, bias unpenalised; fitted a second time with the unlabelled
+pool rows the first fit is sure of, as the head is self-trained on its space
+(:func:`curation.learning.head.self_train_head`). Keras would take seconds per fit and a run
 fits the model thousands of times; scikit-learn's L-BFGS on the same
 objective takes tens of milliseconds.
 
@@ -35,7 +37,12 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from curation.learning.head import HEAD_L2, standardisation
+from curation.learning.head import (
+    HEAD_L2,
+    centroids_and_own_distances,
+    confident_and_typical,
+    standardisation,
+)
 from curation.learning.ordering import ORDER_BATCH, TYPICAL_LABELS_PER_CLASS, head_order
 from curation.learning.priority import (
     NOVELTY_MIN_LABELS_PER_CLASS,
@@ -92,6 +99,7 @@ def fit_probe(
     n_classes: int,
     l2: float = HEAD_L2,
     reference: NDArray[np.floating[Any]] | None = None,
+    unlabelled: NDArray[np.floating[Any]] | None = None,
 ) -> LinearProbe:
     """Fit the platform's head objective to convergence.
 
@@ -103,18 +111,48 @@ def fit_probe(
     l2 : penalty on the kernel, as in ``train_head``.
     reference : (R, D) the rows standardisation is measured on (the pool, as
         a head's space), as in ``train_head``; None: the labelled rows.
+    unlabelled : (U, D) rows without a label: fitted a second time with those
+        the first fit is sure of, as ``self_train_head`` does; None: one fit.
 
     Returns
     -------
     The fitted probe. Deterministic: L-BFGS from zeros.
     """
-    from sklearn.linear_model import LogisticRegression
-
     x = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError("embeddings must be (M, D), M >= 1, with one label each")
     mean, scale = standardisation(x, reference)
+    probe = _fit_standardised(x, y, mean=mean, scale=scale, n_classes=n_classes, l2=l2)
+    if unlabelled is None or len(unlabelled) == 0 or np.unique(y).size < 2:
+        return probe
+    rest = np.asarray(unlabelled, dtype=np.float64)
+    centroids, own = centroids_and_own_distances(
+        ((x - mean) / scale).astype(np.float32), y, n_classes
+    )
+    standard = (rest - mean) / scale
+    unit = standard / np.maximum(np.linalg.norm(standard, axis=1, keepdims=True), 1e-12)
+    distance = 1.0 - (unit @ centroids.T.astype(np.float64)).max(axis=1)
+    probabilities = probe.predict_proba(rest)
+    keep = confident_and_typical(probabilities, distance, own)
+    if not keep.any():
+        return probe
+    return _fit_standardised(
+        np.concatenate([x, rest[keep]]),
+        np.concatenate([y, probabilities[keep].argmax(axis=1)]),
+        mean=mean,
+        scale=scale,
+        n_classes=n_classes,
+        l2=l2,
+    )
+
+
+def _fit_standardised(
+    x: FloatArray, y: IntArray, *, mean: FloatArray, scale: FloatArray, n_classes: int, l2: float
+) -> LinearProbe:
+    """One L-BFGS fit of the head objective on (x - mean) / scale."""
+    from sklearn.linear_model import LogisticRegression
+
     present = np.unique(y)
     weights = np.zeros((x.shape[1], n_classes), dtype=np.float64)
     bias = np.full(n_classes, -np.inf, dtype=np.float64)
@@ -456,7 +494,13 @@ def simulate(
     round_index = 0
     while True:
         rows = np.flatnonzero(labelled)
-        probe = fit_probe(vectors[rows], truth[rows], n_classes=classes, reference=vectors)
+        probe = fit_probe(
+            vectors[rows],
+            truth[rows],
+            n_classes=classes,
+            reference=vectors,
+            unlabelled=vectors[~labelled],
+        )
         predicted = probe.predict_proba(x[test_rows]).argmax(axis=1)
         budgets.append(int(rows.size))
         accuracy.append(float(np.mean(predicted == y[test_rows])) if test_rows.size else math.nan)

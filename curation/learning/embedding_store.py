@@ -235,6 +235,14 @@ def sample(
     rows are chosen in SQL (``row % step``), so box crops and rows a
     redelivered batch appended twice are never part of the sample.
     """
+    _, vectors, count = sample_images(session, root, space, crop=crop)
+    return vectors, count
+
+
+def sample_images(
+    session: Session, root: Path, space: EmbeddingSpace, *, crop: str = FULL
+) -> tuple[NDArray[np.int64], NDArray[np.float16], int]:
+    """:func:`sample` with the image id of each sampled vector: (ids, vectors, count)."""
     from sqlalchemy import func
 
     from curation.learning.scores import DENSITY_REFERENCE_ROWS
@@ -244,18 +252,17 @@ def sample(
         session.scalar(select(func.count()).select_from(ImageEmbedding).where(*of_space)) or 0
     )
     if count == 0:
-        return np.zeros((0, space.dim), np.float16), 0
+        return np.zeros(0, np.int64), np.zeros((0, space.dim), np.float16), 0
     step = max(1, count // DENSITY_REFERENCE_ROWS)
-    rows = np.fromiter(
-        session.scalars(
-            select(ImageEmbedding.row)
-            .where(*of_space, ImageEmbedding.row % step == 0)
-            .order_by(ImageEmbedding.row)
-            .limit(2 * DENSITY_REFERENCE_ROWS)
-        ),
-        dtype=np.int64,
-    )
-    return np.asarray(space_file(root, space).matrix()[rows]), count
+    pairs = session.execute(
+        select(ImageEmbedding.image_id, ImageEmbedding.row)
+        .where(*of_space, ImageEmbedding.row % step == 0)
+        .order_by(ImageEmbedding.row)
+        .limit(2 * DENSITY_REFERENCE_ROWS)
+    ).all()
+    ids = np.asarray([image_id for image_id, _ in pairs], dtype=np.int64)
+    rows = np.asarray([row for _, row in pairs], dtype=np.int64)
+    return ids, np.asarray(space_file(root, space).matrix()[rows]), count
 
 
 def lookup(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +28,14 @@ HEAD_L2 = 3e-2
 
 # Fewer reference rows than this and the training rows are the reference.
 MIN_REFERENCE_ROWS = 2
+
+# Self-training: the head learns a second time from the labelled images and the
+# unlabelled ones its first fit is this sure of ...
+PSEUDO_LABEL_CONFIDENCE = 0.9
+# ... and that lie no farther from their nearest class than this share of the
+# training images lie from their own: a confident guess on a logo, a diagram or
+# a souvenir of a crawl, far from every landmark, is not learnt.
+PSEUDO_LABEL_MAX_NOVELTY = 0.9
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,7 @@ def train_head(
     validation_data: tuple[NDArray[np.floating], NDArray[np.integer]] | None = None,
     patience: int = 15,
     on_epoch: Callable[[int, dict[str, float]], object] | None = None,
+    extra_training: tuple[NDArray[np.floating], NDArray[np.integer]] | None = None,
 ) -> tuple[Head, dict[str, list[float]]]:
     """Fit the head on (N, D) embeddings and labels in [0, n_classes).
 
@@ -165,6 +175,9 @@ def train_head(
     logs)`` runs after each epoch; an exception it raises (a cancellation)
     stops training and propagates. Returns the head and the training curves
     (loss and accuracy per epoch). ``reference``: see :func:`standardisation`.
+    ``extra_training`` (embeddings, labels) joins the training rows only: never
+    the validation share, the standardisation or the novelty reference
+    (pseudo-labels, :func:`self_train_head`).
     """
     import keras
 
@@ -217,19 +230,25 @@ def train_head(
                 )
             )
         )
+    fit_x, fit_y = standard[train], y[train]
+    if extra_training is not None and len(extra_training[1]):
+        fit_x = np.concatenate(
+            [fit_x, (np.asarray(extra_training[0], dtype=np.float32) - mean) / scale]
+        )
+        fit_y = np.concatenate([fit_y, np.asarray(extra_training[1], dtype=np.int64)])
     history = model.fit(
-        standard[train],
-        y[train],
+        fit_x,
+        fit_y,
         validation_data=held_out,
         epochs=epochs,
-        batch_size=min(256, len(train)),
-        class_weight=balanced_class_weights(y[train], n_classes),
+        batch_size=min(256, len(fit_y)),
+        class_weight=balanced_class_weights(fit_y, n_classes),
         callbacks=callbacks,
         shuffle=True,
         verbose=0,
     )
     kernel, bias = (np.asarray(w, dtype=np.float32) for w in model.layers[-1].get_weights())
-    centroids, distances = _centroids_and_own_distances(standard, y, n_classes)
+    centroids, distances = centroids_and_own_distances(standard, y, n_classes)
     head = Head(
         mean=mean.astype(np.float32),
         scale=scale.astype(np.float32),
@@ -240,6 +259,62 @@ def train_head(
     )
     curves = {name: [float(v) for v in values] for name, values in history.history.items()}
     return head, curves
+
+
+def confident_and_typical(
+    probabilities: NDArray[np.floating],
+    distance: NDArray[np.floating],
+    own_class_distances: NDArray[np.floating],
+) -> NDArray[np.bool_]:
+    """(N,) which of N unlabelled images a head may learn from as labelled by its guess.
+
+    ``probabilities`` (N, C) and ``distance`` (N,), the cosine distance to the
+    nearest class centroid, from a head's first fit; ``own_class_distances``
+    the sorted distances of its training images to their own class. See
+    :data:`PSEUDO_LABEL_CONFIDENCE` and :data:`PSEUDO_LABEL_MAX_NOVELTY`.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.shape[0] == 0 or len(own_class_distances) == 0:
+        return np.zeros(p.shape[0], dtype=np.bool_)
+    novelty = np.searchsorted(own_class_distances, distance, side="left") / len(own_class_distances)
+    keep: NDArray[np.bool_] = (p.max(axis=1) >= PSEUDO_LABEL_CONFIDENCE) & (
+        novelty < PSEUDO_LABEL_MAX_NOVELTY
+    )
+    return keep
+
+
+def self_train_head(
+    embeddings: NDArray[np.floating],
+    labels: NDArray[np.integer],
+    *,
+    unlabelled: NDArray[np.floating] | None,
+    n_classes: int,
+    **options: Any,
+) -> tuple[Head, dict[str, list[float]], int]:
+    """:func:`train_head`, then once more with the unlabelled images it is sure of.
+
+    The labels reviewers give are the ones the queue chose: torn, unusual
+    images, few of the plain ones that make up most of what the head will
+    see. Learning those plain ones from the first fit's own confident guesses
+    (:func:`confident_and_typical`) brings the head close to one trained on
+    everything. ``unlabelled``: (U, D) embeddings of images without a label,
+    none of them in (or a near duplicate of) a validation or test image.
+    ``options`` go to both fits. Returns the head, the second fit's curves (the
+    first's when nothing was sure enough) and how many images it learnt from
+    their guesses.
+    """
+    head, curves = train_head(embeddings, labels, n_classes=n_classes, **options)
+    if unlabelled is None or len(unlabelled) == 0:
+        return head, curves, 0
+    probabilities, distance = head.probabilities_and_distance(unlabelled)
+    keep = confident_and_typical(probabilities, distance, head.own_class_distances)
+    if not keep.any():
+        return head, curves, 0
+    guessed = (np.asarray(unlabelled)[keep], probabilities[keep].argmax(axis=1))
+    second, second_curves = train_head(
+        embeddings, labels, n_classes=n_classes, extra_training=guessed, **options
+    )
+    return second, second_curves, int(keep.sum())
 
 
 def head_from_dense(
@@ -266,7 +341,7 @@ def head_from_dense(
         raise ValueError(f"kernel {k.shape} does not map {x.shape[1]} features to {b.shape[0]}")
     mean = x.mean(axis=0)
     scale = x.std(axis=0) + 1e-6
-    centroids, distances = _centroids_and_own_distances((x - mean) / scale, y, b.shape[0])
+    centroids, distances = centroids_and_own_distances((x - mean) / scale, y, b.shape[0])
     return Head(
         mean=mean.astype(np.float32),
         scale=scale.astype(np.float32),
@@ -291,9 +366,11 @@ def _unit(rows: NDArray[np.float32]) -> NDArray[np.float32]:
     return unit
 
 
-def _centroids_and_own_distances(
+def centroids_and_own_distances(
     standard: NDArray[np.float32], labels: NDArray[np.int64], n_classes: int
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """(C, D) unit class centroids of standardised embeddings and the sorted (N,)
+    cosine distances of the images to their own class's (leave-one-out) centroid."""
     unit = _unit(standard)
     sums = np.zeros((n_classes, standard.shape[1]), dtype=np.float32)
     np.add.at(sums, labels, unit)

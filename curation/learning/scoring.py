@@ -26,7 +26,7 @@ from curation.exceptions import CurationError, NotFound
 from curation.geometry import Box
 from curation.labels import current_labels, is_current
 from curation.learning import bulk_write, embedding_store
-from curation.learning.head import Head, novelty_from_distance, train_head
+from curation.learning.head import Head, novelty_from_distance, self_train_head
 from curation.learning.ordering import claim_keys, head_order
 from curation.learning.priority import (
     NOVELTY_MIN_LABELS_PER_CLASS,
@@ -212,6 +212,7 @@ def train_model(
     space_key: str,
     seed: int = 0,
     promote: bool = True,
+    self_training: bool = True,
 ) -> int:
     """Train a head from the current labels; return the new model version's id.
 
@@ -227,8 +228,12 @@ def train_model(
         if space is None:
             raise NotFound(f"no embeddings in space {space_key}: run scoring first")
         data = labelled_embeddings(session, paths, space)
-        # Standardised by the space it will score (curation.learning.head.standardisation).
-        reference, _ = embedding_store.sample(session, paths.embeddings, space)
+        # Standardised by the space it will score (curation.learning.head.standardisation),
+        # and self-trained on its sampled images that no reviewer has judged.
+        sampled_ids, reference, _ = embedding_store.sample_images(session, paths.embeddings, space)
+        judged = {label.image_id for label in current_labels(session, sampled_ids.tolist())}
+        unjudged = np.asarray([int(i) not in judged for i in sampled_ids], dtype=np.bool_)
+        unlabelled = reference[unjudged] if self_training else None
         # Folds by near-duplicate group: a burst twin in the training folds
         # would otherwise give a flipped label's right answer away.
         groups = group_ids_of(session, data.image_ids)
@@ -237,8 +242,13 @@ def train_model(
         raise CurationError(
             f"training needs labelled images of at least 2 classes, found {len(data.class_ids)}"
         )
-    head, curves = train_head(
-        data.embeddings, data.labels, n_classes=len(data.class_ids), reference=reference, seed=seed
+    head, curves, pseudo_labelled = self_train_head(
+        data.embeddings,
+        data.labels,
+        unlabelled=unlabelled,
+        n_classes=len(data.class_ids),
+        reference=reference,
+        seed=seed,
     )
     oos = out_of_sample_probabilities(
         data.embeddings.astype(np.float32),
@@ -269,7 +279,14 @@ def train_model(
             class_ids=data.class_ids,
             artifact_key=artifact,
             seed=seed,
-            settings={"head": "softmax", "class_weights": "balanced"},
+            settings={
+                "head": "softmax",
+                "class_weights": "balanced",
+                "self_training": {
+                    "candidates": 0 if unlabelled is None else len(unlabelled),
+                    "learnt_from_guesses": pseudo_labelled,
+                },
+            },
             metrics={
                 "training_images": len(data.labels),
                 "cross_validated_accuracy": accuracy,

@@ -23,6 +23,7 @@ from curation.learning.scoring import LearningPaths
 from curation.models import (
     AuditEntry,
     EmbeddingSpace,
+    Image,
     ImageScore,
     LandmarkClass,
     ModelVersion,
@@ -34,6 +35,7 @@ from datasets.training import (
     GateSettings,
     TrainingCancelled,
     TrainingOptions,
+    pseudo_label_candidates,
     request_and_train,
     train_and_promote,
     train_on_version,
@@ -326,3 +328,56 @@ def test_cli_train_from_labels_keeps_the_old_behaviour(runtime, built) -> None:
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
     assert payload["classes"] == 3 and payload["promoted"] and payload["rescored"] == 3 * PER_CLASS
+
+
+def test_self_training_learns_unjudged_images_but_never_held_out_twins(runtime, built) -> None:
+    """The head's second fit learns plain unlabelled images of the space by its own
+    guess; never an image a reviewer judged ("not a landmark" included), one of the
+    version, or a near duplicate of a validation or test image."""
+    paths = _paths(runtime)
+    rng = np.random.default_rng(11)
+    with runtime.factory() as session, session.begin():
+        space = session.scalars(select(EmbeddingSpace).where(EmbeddingSpace.key == SPACE)).one()
+        manifest = load_manifest(session, "v1")
+        ids, vectors, _ = embedding_store.sample_images(session, paths.embeddings, space)
+        by_id = dict(zip(ids.tolist(), vectors.astype(np.float64), strict=True))
+        train = manifest.image_ids[manifest.in_split(Split.TRAIN)]
+        test = manifest.image_ids[manifest.in_split(Split.TEST)]
+        unboxed_train = [int(i) for i in train if int(i) in by_id][:30]
+        keys, rows, plain = [], [], []
+        for n, source in enumerate(unboxed_train):  # plain views of known landmarks
+            image = image_row(session, 50_000 + n)
+            plain.append(image.id)
+            keys.append((image.id, embedding_store.FULL))
+            rows.append(by_id[source] + rng.normal(scale=0.1, size=DIM))
+        held = session.get_one(Image, int(test[0]))
+        twin = image_row(session, 60_000, group_id=held.group_id)
+        rejected = image_row(session, 60_001)
+        append_label(session, image_id=rejected.id, class_id=None, box=None, origin="review")
+        for image in (twin, rejected):
+            keys.append((image.id, embedding_store.FULL))
+            rows.append(by_id.get(int(test[0]), by_id[unboxed_train[0]]))
+        embedding_store.record(session, paths.embeddings, space, keys, np.asarray(rows))
+    with runtime.factory() as session:
+        ids, _, _ = embedding_store.sample_images(session, paths.embeddings, space)
+        allowed = dict(
+            zip(ids.tolist(), pseudo_label_candidates(session, ids, manifest).tolist(), strict=True)
+        )
+    assert {i for i, ok in allowed.items() if ok} == set(plain)
+    assert not allowed[twin.id] and not allowed[rejected.id]
+
+    outcome = train_and_promote(
+        runtime.factory, paths, version_ref="v1", space_key=SPACE, options=FAST
+    )
+    off = train_and_promote(
+        runtime.factory,
+        paths,
+        version_ref="v1",
+        space_key=SPACE,
+        options=TrainingOptions(epochs=60, patience=10, self_training=False),
+    )
+    with runtime.factory() as session:
+        learnt = session.get_one(ModelVersion, outcome.model_version_id).settings["self_training"]
+        skipped = session.get_one(ModelVersion, off.model_version_id).settings["self_training"]
+    assert learnt["candidates"] == len(plain) and 0 < learnt["learnt_from_guesses"] <= len(plain)
+    assert skipped == {"candidates": 0, "learnt_from_guesses": 0}

@@ -333,15 +333,18 @@ def test_shortfall_standard_error_is_paired_by_seed() -> None:
     ).all()
 
 
-def test_the_probe_is_standardised_by_the_pool_as_a_head_by_its_space(monkeypatch) -> None:
+def test_the_probe_is_standardised_by_and_self_trained_on_the_pool_as_a_head_on_its_space(
+    monkeypatch,
+) -> None:
     points, labels = blobs()
     test = np.zeros(labels.size, dtype=bool)
     test[::5] = True
     real = al.fit_probe
-    references = []
+    references, unlabelled = [], []
 
     def recording(*args, **kwargs):
         references.append(kwargs.get("reference"))
+        unlabelled.append(kwargs.get("unlabelled"))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(al, "fit_probe", recording)
@@ -357,6 +360,39 @@ def test_the_probe_is_standardised_by_the_pool_as_a_head_by_its_space(monkeypatc
     )
     assert len(references) == budgets.size
     assert all(np.array_equal(r, points[~test]) for r in references)
+    # Self-trained on the rest of the pool, as the head on the rest of its space.
+    assert [len(u) for u in unlabelled] == [(~test).sum() - b for b in budgets]
     few = real(points[:12], labels[:12], n_classes=4, reference=points[~test])
     np.testing.assert_allclose(few.mean, points[~test].astype(np.float64).mean(axis=0))
     np.testing.assert_allclose(few.scale, points[~test].astype(np.float64).std(axis=0) + 1e-6)
+
+
+def test_the_probe_learns_the_rows_it_is_sure_of_as_self_train_head_does() -> None:
+    from curation.learning.head import centroids_and_own_distances, confident_and_typical
+
+    points, labels = blobs(seed=4)
+    few = np.concatenate([np.flatnonzero(labels == c)[:2] for c in range(4)])
+    rest = np.setdiff1d(np.arange(labels.size), few)
+    once = al.fit_probe(points[few], labels[few], n_classes=4, reference=points)
+    twice = al.fit_probe(
+        points[few], labels[few], n_classes=4, reference=points, unlabelled=points[rest]
+    )
+    standard = (points[few] - once.mean) / once.scale
+    centroids, own = centroids_and_own_distances(standard.astype(np.float32), labels[few], 4)
+    others = (points[rest] - once.mean) / once.scale
+    unit = others / np.linalg.norm(others, axis=1, keepdims=True)
+    sure = confident_and_typical(
+        once.predict_proba(points[rest]), 1 - (unit @ centroids.T).max(axis=1), own
+    )
+    guessed = once.predict_proba(points[rest]).argmax(axis=1)
+    by_hand = al._fit_standardised(
+        np.concatenate([points[few], points[rest][sure]]).astype(np.float64),
+        np.concatenate([labels[few], guessed[sure]]),
+        mean=once.mean,
+        scale=once.scale,
+        n_classes=4,
+        l2=al.HEAD_L2,
+    )
+    assert 0 < sure.sum() < rest.size
+    np.testing.assert_allclose(twice.weights, by_hand.weights, rtol=1e-6, atol=1e-9)
+    assert not np.allclose(twice.weights, once.weights)

@@ -6,9 +6,11 @@ import pytest
 from curation.learning.head import (
     Head,
     balanced_class_weights,
+    confident_and_typical,
     head_from_dense,
     nearest_class_distance,
     novelty_from_distance,
+    self_train_head,
     standardisation,
     train_head,
 )
@@ -115,3 +117,36 @@ def test_standardisation_falls_back_to_the_training_rows_and_refuses_a_wrong_wid
     np.testing.assert_allclose(scale, x.std(axis=0) + 1e-6)
     with pytest.raises(ValueError, match=r"reference must be \(R, 3\)"):
         standardisation(x, np.zeros((5, 4)))
+
+
+def test_confident_and_typical_needs_both() -> None:
+    own = np.linspace(0.1, 0.5, 11)  # the training images' distances to their own class
+    probabilities = np.array([[0.95, 0.05], [0.6, 0.4], [0.97, 0.03], [0.99, 0.01]])
+    distance = np.array([0.2, 0.2, 0.9, 0.45])  # the third is farther than every training image
+    assert confident_and_typical(probabilities, distance, own).tolist() == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert confident_and_typical(probabilities[:0], distance[:0], own).shape == (0,)
+
+
+def test_self_training_learns_the_plain_unlabelled_images_and_not_an_unknown_landmark() -> None:
+    x, y, novel = _blobs(seed=5, per_class=60)
+    few = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(3)])
+    rest = np.setdiff1d(np.arange(len(y)), few)
+    unlabelled = np.concatenate([x[rest], novel])
+    head, curves, learnt = self_train_head(
+        x[few], y[few], unlabelled=unlabelled, n_classes=3, seed=2, epochs=40
+    )
+    first, first_curves, none = self_train_head(
+        x[few], y[few], unlabelled=None, n_classes=3, seed=2, epochs=40
+    )
+    assert none == 0 and "loss" in first_curves and "loss" in curves
+    probabilities, distance = first.probabilities_and_distance(unlabelled)
+    chosen = confident_and_typical(probabilities, distance, first.own_class_distances)
+    assert learnt == int(chosen.sum()) > len(rest) // 2
+    assert not chosen[len(rest) :].any()  # the unknown landmark's images stay unlearnt
+    assert (head.predict_proba(x).argmax(axis=1) == y).mean() >= 0.95
+    np.testing.assert_allclose(head.centroids, first.centroids)  # novelty: labelled rows only
