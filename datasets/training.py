@@ -224,6 +224,8 @@ class _Heartbeat:
         self.factory, self.run_id, self.epochs = factory, run_id, epochs
         self.on_progress = on_progress
         self.last = 0.0
+        # Self-training fits the head twice; Keras counts each fit's epochs from 0.
+        self.fits, self.fit, self.previous_epoch = 1, 0, -1
 
     def beat(self, progress: float, message: str, *, force: bool = False) -> None:
         if self.on_progress is not None:  # a terminal's progress bar: every beat
@@ -239,8 +241,13 @@ class _Heartbeat:
             raise TrainingCancelled(f"training run {self.run_id} was cancelled")
 
     def on_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        if epoch <= self.previous_epoch:
+            self.fit = min(self.fit + 1, self.fits - 1)
+        self.previous_epoch = epoch
         loss = logs.get("val_loss", logs.get("loss", float("nan")))
-        self.beat(0.1 + 0.8 * (epoch + 1) / self.epochs, f"epoch {epoch + 1}: loss {loss:.4f}")
+        done = (self.fit + min(1.0, (epoch + 1) / self.epochs)) / self.fits
+        which = f"fit {self.fit + 1} of {self.fits}, " if self.fits > 1 else ""
+        self.beat(0.1 + 0.8 * done, f"{which}epoch {epoch + 1}: loss {loss:.4f}")
 
 
 @contextmanager
@@ -379,6 +386,8 @@ def _train(
             else None
         )
     beat.beat(0.05, f"{version_name}: {len(data.image_ids)} images with embeddings", force=True)
+    if unlabelled is not None and len(unlabelled):
+        beat.fits = 2  # the second fit learns the unlabelled images the first is sure of
 
     train = data.splits == int(Split.TRAIN)
     validation = data.splits == int(Split.VALIDATION)

@@ -381,3 +381,16 @@ def test_self_training_learns_unjudged_images_but_never_held_out_twins(runtime, 
         skipped = session.get_one(ModelVersion, off.model_version_id).settings["self_training"]
     assert learnt["candidates"] == len(plain) and 0 < learnt["learnt_from_guesses"] <= len(plain)
     assert skipped == {"candidates": 0, "learnt_from_guesses": 0}
+
+
+def test_progress_runs_forward_through_both_fits_of_self_training() -> None:
+    from datasets.training import _Heartbeat
+
+    seen: list[tuple[float, str]] = []
+    beat = _Heartbeat(None, None, 10, lambda progress, message: seen.append((progress, message)))  # type: ignore[arg-type]
+    beat.fits = 2
+    for epoch in [*range(4), *range(10)]:  # the first fit stops early at epoch 4
+        beat.on_epoch(epoch, {"loss": 0.5})
+    progress = [p for p, _ in seen]
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(0.9)
+    assert seen[0][1].startswith("fit 1 of 2") and seen[-1][1].startswith("fit 2 of 2, epoch 10")

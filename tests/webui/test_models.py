@@ -196,6 +196,19 @@ def test_a_model_page_shows_metrics_curves_and_the_confusion_matrix(
     assert detail["history"] and detail["history"][0]["action"] == "model.promote"
 
 
+def test_a_model_page_says_how_many_images_self_training_learnt(runtime: Runtime, models) -> None:
+    ann, _ = _client(runtime, "ann")
+    # The template's store holds labelled images only: nothing to learn, no line.
+    assert 'id="self-training"' not in ann.get(f"/models/{models.good}").get_data(as_text=True)
+    with runtime.factory() as session, session.begin():
+        version = session.get_one(ModelVersion, models.good)
+        version.settings = version.settings | {
+            "self_training": {"candidates": 120, "learnt_from_guesses": 97}
+        }
+    html = ann.get(f"/models/{models.good}").get_data(as_text=True)
+    assert "also learnt 97 of 120 unlabelled images" in html
+
+
 def test_bad_and_unknown_ids(runtime: Runtime, models) -> None:
     ann, _ = _client(runtime, "ann")
     assert ann.get("/models/999").status_code == 404
