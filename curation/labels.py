@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.orm import Session, aliased
 
 from curation.geometry import Box
-from curation.models import Label, LabelVerdict
+from curation.models import Label, LabelVerdict, ReviewDecision
 
 
 def is_current() -> ColumnElement[bool]:
@@ -37,6 +37,23 @@ def current_labels(session: Session, image_ids: Sequence[int] | None = None) -> 
     for start in range(0, len(ids), 10000):
         labels.extend(session.scalars(query.where(Label.image_id.in_(ids[start : start + 10000]))))
     return labels
+
+
+def judged_images(session: Session, image_ids: Sequence[int]) -> set[int]:
+    """Those of ``image_ids`` a person has said anything about: a label of any
+    verdict, or a review decision of any kind (a skip, a first answer awaiting
+    its second review, a dispute), even one undone since."""
+    ids = list(image_ids)
+    judged: set[int] = set()
+    for start in range(0, len(ids), 10000):
+        chunk = ids[start : start + 10000]
+        judged.update(session.scalars(select(Label.image_id).where(Label.image_id.in_(chunk))))
+        judged.update(
+            session.scalars(
+                select(ReviewDecision.image_id).where(ReviewDecision.image_id.in_(chunk))
+            )
+        )
+    return judged
 
 
 def same_box(a: Box | None, b: Box | None, *, tolerance: float = 0.5) -> bool:

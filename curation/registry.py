@@ -43,6 +43,7 @@ from curation.learning.scoring import LearningPaths, champion, load_model, score
 from curation.models import (
     AuditEntry,
     EmbeddingSpace,
+    Image,
     ModelStatus,
     ModelVersion,
     User,
@@ -64,6 +65,61 @@ class FrozenSplit:
     class_ids: NDArray[np.int64]
     embeddings: NDArray[np.float16]
     crop_keys: NDArray[np.str_] | None = None
+
+
+def write_guessed_images(
+    paths: LearningPaths, artifact_key: str, image_ids: NDArray[np.int64]
+) -> None:
+    """Keep beside a self-trained head the images it learnt from its own guesses:
+    the gate leaves them, and their near duplicates, out of any test split it
+    judges this model on (a later version may put them in its test split)."""
+    np.savez(
+        paths.models / f"{artifact_key}.guessed.npz",
+        image_ids=np.asarray(image_ids, dtype=np.int64),
+    )
+
+
+def guessed_images(paths: LearningPaths, version: ModelVersion) -> NDArray[np.int64]:
+    """The images ``version`` learnt from its own guesses (none if it was not self-trained)."""
+    path = paths.models / f"{version.artifact_key}.guessed.npz"
+    if not path.exists():
+        return np.zeros(0, dtype=np.int64)
+    with np.load(path) as data:
+        return np.asarray(data["image_ids"], dtype=np.int64)
+
+
+def _groups_of(session: Session, image_ids: list[int]) -> dict[int, int]:
+    """{image id: near-duplicate group id} of those of ``image_ids`` that exist."""
+    groups: dict[int, int] = {}
+    for start in range(0, len(image_ids), 10000):
+        chunk = image_ids[start : start + 10000]
+        groups.update(
+            (int(i), int(g))
+            for i, g in session.execute(select(Image.id, Image.group_id).where(Image.id.in_(chunk)))
+        )
+    return groups
+
+
+def _without_guessed(
+    session: Session, test: FrozenSplit, guessed: NDArray[np.int64]
+) -> tuple[FrozenSplit, int]:
+    """``test`` less the images in a near-duplicate group with a guessed image."""
+    if guessed.size == 0 or test.image_ids.size == 0:
+        return test, 0
+    guessed_groups = set(_groups_of(session, guessed.tolist()).values())
+    groups = _groups_of(session, test.image_ids.tolist())
+    keep = np.asarray(
+        [groups.get(int(i)) not in guessed_groups for i in test.image_ids], dtype=np.bool_
+    )
+    if keep.all():
+        return test, 0
+    kept = FrozenSplit(
+        image_ids=test.image_ids[keep],
+        class_ids=test.class_ids[keep],
+        embeddings=test.embeddings[keep],
+        crop_keys=None if test.crop_keys is None else test.crop_keys[keep],
+    )
+    return kept, int((~keep).sum())
 
 
 def frozen_split_file(paths: LearningPaths, artifact_key: str) -> str:
@@ -246,6 +302,20 @@ def evaluate_gate(
     if len(test.class_ids) == 0:
         check = GateCheck("frozen_test_split", False, "the frozen test split is empty")
         return GateResult(challenger_id, champion.id if champion else None, False, [check])
+    left_out = 0
+    if champion is not None and champion.id != challenger.id:
+        # Neither model may be judged on an image it learnt from its own guess:
+        # both are measured on the same test images, less those.
+        guessed = np.union1d(guessed_images(paths, champion), guessed_images(paths, challenger))
+        test, left_out = _without_guessed(session, test, guessed)
+        if len(test.class_ids) == 0:
+            check = GateCheck(
+                "frozen_test_split",
+                False,
+                f"every test image is one the champion {champion.id} or the challenger"
+                " learnt from its own guess (or a near duplicate of one)",
+            )
+            return GateResult(challenger_id, champion.id, False, [check])
     mine = evaluate_on(_head(paths, challenger), list(challenger.class_ids), challenger.id, test)
     if champion is None or champion.id == challenger.id:
         check = GateCheck("champion", True, "no champion to beat")
@@ -271,6 +341,15 @@ def evaluate_gate(
             f"accuracy {mine.accuracy:.4f} vs champion {theirs.accuracy:.4f}",
         )
     ]
+    if left_out:
+        checks.append(
+            GateCheck(
+                "self_training",
+                True,
+                f"{left_out} test images left out for both: a model learnt them (or a near"
+                " duplicate) from its own guess",
+            )
+        )
     known = set(int(c) for c in champion.class_ids)
     challenger_classes = set(int(c) for c in challenger.class_ids)
     for class_id in sorted(mine.recall):

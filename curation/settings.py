@@ -137,6 +137,9 @@ class Settings:
     retrain_schedule: str = "0 2 * * *"
     retrain_every_seconds: int = 0  # above 0: this interval instead of the crontab
     training_stale_seconds: int = 900
+    # The head's second fit on the unlabelled images its first is sure of
+    # (curation.learning.head.self_train_head), for scheduled and triggered runs.
+    self_training: bool = True
     # The REST API (/api/v1): Flask-Limiter's storage ("memory://" on one
     # process; "redis://host:6379/1" in production, shared by every web
     # worker), the limit per token, the uploads it takes, and the most
@@ -283,6 +286,7 @@ def load_settings() -> Settings:
         training_stale_seconds=_env_int(
             "TRAINING_STALE_SECONDS", Settings.training_stale_seconds, minimum=30
         ),
+        self_training=_choice("SELF_TRAINING", "on", ("on", "off")) == "on",
         ratelimit_storage_url=_env("RATELIMIT_STORAGE_URL", Settings.ratelimit_storage_url)
         or Settings.ratelimit_storage_url,
         api_rate_limit=_rate_limit("API_RATE_LIMIT", Settings.api_rate_limit),

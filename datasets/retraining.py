@@ -42,7 +42,7 @@ from curation.models import (
 )
 from curation.settings import Settings
 from datasets.activation import class_activation
-from datasets.training import GateSettings, TrainingOutcome, train_and_promote
+from datasets.training import GateSettings, TrainingOptions, TrainingOutcome, train_and_promote
 from datasets.versions import latest_version, snapshot
 
 
@@ -184,4 +184,5 @@ def run_retraining(
         gate=GateSettings.of(settings),
         strategy=Strategy(settings.queue_strategy),
         random_share=settings.queue_random_share,
+        options=TrainingOptions(self_training=settings.self_training),
     )

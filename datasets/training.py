@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from curation import registry, training_runs
 from curation.exceptions import CurationError, NotFound, RejectedInput
-from curation.labels import current_labels
+from curation.labels import judged_images
 from curation.learning import embedding_store
 from curation.learning.head import HEAD_L2, MIN_REFERENCE_ROWS, Head, self_train_head
 from curation.learning.metrics import evaluate
@@ -85,6 +85,10 @@ class TrainingOptions:
         BatchNorm apply to fine-tuning, which needs at least one block)."""
         if self.fine_tune_blocks < 0:
             raise RejectedInput("fine_tune_blocks cannot be negative")
+        if self.fine_tuning and not self.self_training:
+            raise RejectedInput(
+                "--no-self-training applies to the head training: fine-tuning does not self-train"
+            )
         if (self.augment or self.trainable_batchnorm) and not self.fine_tuning:
             raise RejectedInput(
                 "augmentation and trainable BatchNorm apply only to fine-tuning:"
@@ -184,7 +188,7 @@ def pseudo_label_candidates(
     """
     if image_ids.size == 0:
         return np.zeros(0, dtype=np.bool_)
-    judged = {label.image_id for label in current_labels(session, image_ids.tolist())}
+    judged = judged_images(session, image_ids.tolist())
     held_out = manifest.image_ids[
         manifest.in_split(Split.VALIDATION) | manifest.in_split(Split.TEST)
     ]
@@ -380,11 +384,10 @@ def _train(
         sampled_ids, reference, space_images = embedding_store.sample_images(
             session, paths.embeddings, space
         )
-        unlabelled = (
-            reference[pseudo_label_candidates(session, sampled_ids, manifest)]
-            if options.self_training
-            else None
-        )
+        candidates = unlabelled = None
+        if options.self_training:
+            allowed = pseudo_label_candidates(session, sampled_ids, manifest)
+            candidates, unlabelled = sampled_ids[allowed], reference[allowed]
     beat.beat(0.05, f"{version_name}: {len(data.image_ids)} images with embeddings", force=True)
     if unlabelled is not None and len(unlabelled):
         beat.fits = 2  # the second fit learns the unlabelled images the first is sure of
@@ -405,7 +408,7 @@ def _train(
     # stopping (their loss is undefined): left out of it.
     validation &= index >= 0
     x = data.embeddings
-    head, curves, pseudo_labelled = self_train_head(
+    head, curves, learnt = self_train_head(
         x[train],
         index[train],
         unlabelled=unlabelled,
@@ -424,6 +427,8 @@ def _train(
     test_metrics = evaluate(index[test], probabilities, class_ids=class_ids)
 
     artifact = save_head(paths, head, data, test)
+    if candidates is not None and learnt.any():
+        registry.write_guessed_images(paths, artifact, candidates[learnt])
     flagged = 0
     if options.label_issues:
         flagged = write_label_issues(paths, artifact, data.image_ids[train], x[train],
@@ -453,7 +458,7 @@ def _train(
                 "standardised_by": _standardised_by(reference, space_images),
                 "self_training": {
                     "candidates": 0 if unlabelled is None else len(unlabelled),
-                    "learnt_from_guesses": pseudo_labelled,
+                    "learnt_from_guesses": int(learnt.sum()),
                 },
             },
             metrics={

@@ -290,7 +290,7 @@ def self_train_head(
     unlabelled: NDArray[np.floating] | None,
     n_classes: int,
     **options: Any,
-) -> tuple[Head, dict[str, list[float]], int]:
+) -> tuple[Head, dict[str, list[float]], NDArray[np.bool_]]:
     """:func:`train_head`, then once more with the unlabelled images it is sure of.
 
     The labels reviewers give are the ones the queue chose: torn, unusual
@@ -300,21 +300,24 @@ def self_train_head(
     everything. ``unlabelled``: (U, D) embeddings of images without a label,
     none of them in (or a near duplicate of) a validation or test image.
     ``options`` go to both fits. Returns the head, the second fit's curves (the
-    first's when nothing was sure enough) and how many images it learnt from
-    their guesses.
+    first's when nothing was sure enough) and (U,) which unlabelled images it
+    learnt from their guesses (none with fewer than 2 labelled classes: a
+    one-class head is sure of everything).
     """
     head, curves = train_head(embeddings, labels, n_classes=n_classes, **options)
-    if unlabelled is None or len(unlabelled) == 0:
-        return head, curves, 0
+    count = 0 if unlabelled is None else len(unlabelled)
+    nothing = np.zeros(count, dtype=np.bool_)
+    if unlabelled is None or count == 0 or np.unique(np.asarray(labels)).size < 2:
+        return head, curves, nothing
     probabilities, distance = head.probabilities_and_distance(unlabelled)
     keep = confident_and_typical(probabilities, distance, head.own_class_distances)
     if not keep.any():
-        return head, curves, 0
+        return head, curves, nothing
     guessed = (np.asarray(unlabelled)[keep], probabilities[keep].argmax(axis=1))
     second, second_curves = train_head(
         embeddings, labels, n_classes=n_classes, extra_training=guessed, **options
     )
-    return second, second_curves, int(keep.sum())
+    return second, second_curves, keep
 
 
 def head_from_dense(

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from curation.exceptions import CurationError, NotFound
 from curation.geometry import Box
-from curation.labels import current_labels, is_current
+from curation.labels import current_labels, is_current, judged_images
 from curation.learning import bulk_write, embedding_store
 from curation.learning.head import Head, novelty_from_distance, self_train_head
 from curation.learning.ordering import claim_keys, head_order
@@ -231,7 +231,7 @@ def train_model(
         # Standardised by the space it will score (curation.learning.head.standardisation),
         # and self-trained on its sampled images that no reviewer has judged.
         sampled_ids, reference, _ = embedding_store.sample_images(session, paths.embeddings, space)
-        judged = {label.image_id for label in current_labels(session, sampled_ids.tolist())}
+        judged = judged_images(session, sampled_ids.tolist())
         unjudged = np.asarray([int(i) not in judged for i in sampled_ids], dtype=np.bool_)
         unlabelled = reference[unjudged] if self_training else None
         # Folds by near-duplicate group: a burst twin in the training folds
@@ -242,7 +242,7 @@ def train_model(
         raise CurationError(
             f"training needs labelled images of at least 2 classes, found {len(data.class_ids)}"
         )
-    head, curves, pseudo_labelled = self_train_head(
+    head, curves, learnt = self_train_head(
         data.embeddings,
         data.labels,
         unlabelled=unlabelled,
@@ -284,7 +284,7 @@ def train_model(
                 "class_weights": "balanced",
                 "self_training": {
                     "candidates": 0 if unlabelled is None else len(unlabelled),
-                    "learnt_from_guesses": pseudo_labelled,
+                    "learnt_from_guesses": int(learnt.sum()),
                 },
             },
             metrics={

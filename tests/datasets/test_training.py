@@ -381,6 +381,46 @@ def test_self_training_learns_unjudged_images_but_never_held_out_twins(runtime, 
         skipped = session.get_one(ModelVersion, off.model_version_id).settings["self_training"]
     assert learnt["candidates"] == len(plain) and 0 < learnt["learnt_from_guesses"] <= len(plain)
     assert skipped == {"candidates": 0, "learnt_from_guesses": 0}
+    with runtime.factory() as session:
+        champion = session.get_one(ModelVersion, outcome.model_version_id)
+        guessed = registry.guessed_images(paths, champion)
+        assert guessed.size == learnt["learnt_from_guesses"] and set(guessed.tolist()) <= set(plain)
+        assert (
+            registry.guessed_images(paths, session.get_one(ModelVersion, off.model_version_id)).size
+            == 0
+        )
+        # The gate never judges a model on an image it guessed, nor on a near duplicate of one.
+        split = registry.FrozenSplit(
+            image_ids=np.asarray([int(guessed[0]), twin.id, held.id], dtype=np.int64),
+            class_ids=np.zeros(3, dtype=np.int64),
+            embeddings=np.zeros((3, DIM), dtype=np.float16),
+        )
+        kept, left_out = registry._without_guessed(session, split, guessed)
+        assert left_out == 1 and kept.image_ids.tolist() == [twin.id, held.id]
+        kept, left_out = registry._without_guessed(session, split, np.asarray([twin.id]))
+        assert left_out == 2 and kept.image_ids.tolist() == [int(guessed[0])]
+
+    # The command line: --no-self-training on both trainings; refused with fine-tuning.
+    result = _cli(runtime, "train", "--dataset", "v1", "--epochs", "60", "--no-promote",
+                  "--no-self-training", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result_from_labels = [
+        json.loads(_cli(runtime, "train", "--from-labels", *flag, "--no-promote", "--json").output)
+        for flag in ((), ("--no-self-training",))
+    ]
+    refused = _cli(runtime, "train", "--fine-tune-blocks", "2", "--no-self-training")
+    assert refused.exit_code != 0 and "applies to the head training" in refused.output
+    with runtime.factory() as session:
+        once = session.get_one(ModelVersion, json.loads(result.output)["model_version_id"])
+        assert once.settings["self_training"]["candidates"] == 0
+        assert once.settings["options"]["self_training"] is False
+        both = [
+            session.get_one(ModelVersion, r["model_version"]).settings["self_training"]
+            for r in result_from_labels
+        ]
+    # Without a version, every unjudged image is a candidate: the plain ones and the twin.
+    assert both[0]["candidates"] == len(plain) + 1 and both[0]["learnt_from_guesses"] > 0
+    assert both[1] == {"candidates": 0, "learnt_from_guesses": 0}
 
 
 def test_progress_runs_forward_through_both_fits_of_self_training() -> None:

@@ -143,10 +143,19 @@ def test_self_training_learns_the_plain_unlabelled_images_and_not_an_unknown_lan
     first, first_curves, none = self_train_head(
         x[few], y[few], unlabelled=None, n_classes=3, seed=2, epochs=40
     )
-    assert none == 0 and "loss" in first_curves and "loss" in curves
+    assert none.shape == (0,) and "loss" in first_curves and "loss" in curves
     probabilities, distance = first.probabilities_and_distance(unlabelled)
     chosen = confident_and_typical(probabilities, distance, first.own_class_distances)
-    assert learnt == int(chosen.sum()) > len(rest) // 2
+    assert np.array_equal(learnt, chosen) and chosen.sum() > len(rest) // 2
+    assert not np.allclose(head.weights, first.weights, atol=1e-3)  # the second fit saw them
     assert not chosen[len(rest) :].any()  # the unknown landmark's images stay unlearnt
     assert (head.predict_proba(x).argmax(axis=1) == y).mean() >= 0.95
     np.testing.assert_allclose(head.centroids, first.centroids)  # novelty: labelled rows only
+
+
+def test_a_one_class_head_learns_nothing_from_its_guesses() -> None:
+    x, y, _ = _blobs(seed=6)
+    _, _, learnt = self_train_head(
+        x[y == 0], y[y == 0], unlabelled=x[y != 0], n_classes=3, seed=1, epochs=5
+    )
+    assert learnt.shape == (int((y != 0).sum()),) and not learnt.any()
