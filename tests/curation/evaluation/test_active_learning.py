@@ -235,13 +235,12 @@ def test_default_beats_random_on_porto5(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "al.png").stat().st_size > 0
     ratios = report["ratio_to_random"][al.DEFAULT_STRATEGY]
     margin_only = report["ratio_to_random"]["uncertainty"]
-    # Issue 6 asks for at most 0.55 and 0.45. Measured (head L2 3e-2, seeds
-    # 0-9): 0.543 and 0.530; over 300 seeds 0.554 and 0.466; seeds 0-2 alone
-    # 0.435 and 0.309: the crossings sit on flat stretches of the curves, where
-    # one test image moves them by tens of labels. The bounds below guard what
-    # was reached against regressions; they do not claim the target.
-    assert ratios["0.95"] <= 0.70, ratios
-    assert ratios["0.99"] <= 0.60, ratios
+    # Issue 6 asks for at most 0.55 and 0.45. Measured (the head standardised
+    # by the pool and self-trained, seeds 0-9): 0.483 and 0.318; over 400
+    # seeds 0.502 [0.480, 0.525] and 0.380 [0.364, 0.398]; every 100-seed
+    # slice meets both. Before self-training seeds 0-9 gave 0.543 and 0.530.
+    assert ratios["0.95"] <= 0.55, ratios
+    assert ratios["0.99"] <= 0.45, ratios
     for share in ("0.95", "0.99"):
         assert ratios[share] < margin_only[share], (ratios, margin_only)
     shortfall = report["default_shortfall_vs_best_simple"]
