@@ -38,7 +38,9 @@ def space_key(settings: Settings) -> str:
     return configured_space_key(settings.backbone, settings.backbone_weights)
 
 
-def _from_labels(runtime: Runtime, seed: int, promote: bool, self_training: bool) -> dict[str, Any]:
+def _from_labels(
+    runtime: Runtime, seed: int, promote: bool, self_training: bool, epochs: int
+) -> dict[str, Any]:
     """The training of before dataset versions: every current label, promoted at once."""
     from curation.learning.scoring import load_model, score_images, train_model
     from curation.models import ModelVersion
@@ -51,6 +53,7 @@ def _from_labels(runtime: Runtime, seed: int, promote: bool, self_training: bool
         seed=seed,
         promote=promote,
         self_training=self_training,
+        epochs=epochs,
     )
     rescored = None
     if promote:
@@ -175,7 +178,7 @@ def train(
         emit(as_json, payload, lambda: _print_fine_tuned(tuned, verdict))
         return
     if from_labels:
-        payload = _from_labels(runtime, seed, not no_promote, self_training)
+        payload = _from_labels(runtime, seed, not no_promote, self_training, epochs)
         emit(
             as_json,
             payload,

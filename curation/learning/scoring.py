@@ -213,6 +213,7 @@ def train_model(
     seed: int = 0,
     promote: bool = True,
     self_training: bool = True,
+    epochs: int = 200,
 ) -> int:
     """Train a head from the current labels; return the new model version's id.
 
@@ -249,6 +250,7 @@ def train_model(
         n_classes=len(data.class_ids),
         reference=reference,
         seed=seed,
+        epochs=epochs,
     )
     oos = out_of_sample_probabilities(
         data.embeddings.astype(np.float32),

@@ -366,29 +366,17 @@ def test_self_training_learns_unjudged_images_but_never_held_out_twins(runtime, 
     assert {i for i, ok in allowed.items() if ok} == set(plain)
     assert not allowed[twin.id] and not allowed[rejected.id]
 
+    quick = TrainingOptions(epochs=60, patience=10, label_issues=False)
     outcome = train_and_promote(
-        runtime.factory, paths, version_ref="v1", space_key=SPACE, options=FAST
+        runtime.factory, paths, version_ref="v1", space_key=SPACE, options=quick
     )
-    off = train_and_promote(
-        runtime.factory,
-        paths,
-        version_ref="v1",
-        space_key=SPACE,
-        options=TrainingOptions(epochs=60, patience=10, self_training=False),
-    )
-    with runtime.factory() as session:
-        learnt = session.get_one(ModelVersion, outcome.model_version_id).settings["self_training"]
-        skipped = session.get_one(ModelVersion, off.model_version_id).settings["self_training"]
-    assert learnt["candidates"] == len(plain) and 0 < learnt["learnt_from_guesses"] <= len(plain)
-    assert skipped == {"candidates": 0, "learnt_from_guesses": 0}
     with runtime.factory() as session:
         champion = session.get_one(ModelVersion, outcome.model_version_id)
+        learnt = champion.settings["self_training"]
+        assert learnt["candidates"] == len(plain)
+        assert 0 < learnt["learnt_from_guesses"] <= len(plain)
         guessed = registry.guessed_images(paths, champion)
         assert guessed.size == learnt["learnt_from_guesses"] and set(guessed.tolist()) <= set(plain)
-        assert (
-            registry.guessed_images(paths, session.get_one(ModelVersion, off.model_version_id)).size
-            == 0
-        )
         # The gate never judges a model on an image it guessed, nor on a near duplicate of one.
         split = registry.FrozenSplit(
             image_ids=np.asarray([int(guessed[0]), twin.id, held.id], dtype=np.int64),
@@ -401,19 +389,24 @@ def test_self_training_learns_unjudged_images_but_never_held_out_twins(runtime, 
         assert left_out == 2 and kept.image_ids.tolist() == [int(guessed[0])]
 
     # The command line: --no-self-training on both trainings; refused with fine-tuning.
-    result = _cli(runtime, "train", "--dataset", "v1", "--epochs", "60", "--no-promote",
+    result = _cli(runtime, "train", "--dataset", "v1", "--epochs", "20", "--no-promote",
                   "--no-self-training", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     result_from_labels = [
-        json.loads(_cli(runtime, "train", "--from-labels", *flag, "--no-promote", "--json").output)
+        json.loads(
+            _cli(
+                runtime, "train", "--from-labels", "--epochs", "60", *flag, "--no-promote", "--json"
+            ).output
+        )
         for flag in ((), ("--no-self-training",))
     ]
     refused = _cli(runtime, "train", "--fine-tune-blocks", "2", "--no-self-training")
     assert refused.exit_code != 0 and "applies to the head training" in refused.output
     with runtime.factory() as session:
         once = session.get_one(ModelVersion, json.loads(result.output)["model_version_id"])
-        assert once.settings["self_training"]["candidates"] == 0
+        assert once.settings["self_training"] == {"candidates": 0, "learnt_from_guesses": 0}
         assert once.settings["options"]["self_training"] is False
+        assert registry.guessed_images(paths, once).size == 0
         both = [
             session.get_one(ModelVersion, r["model_version"]).settings["self_training"]
             for r in result_from_labels

@@ -211,7 +211,7 @@ def test_default_beats_random_on_porto5(tmp_path: Path) -> None:
             "--data",
             str(porto5),
             "--seeds",
-            "10",
+            "8",
             "--start-per-class",
             "2",
             "--batch",
@@ -236,7 +236,7 @@ def test_default_beats_random_on_porto5(tmp_path: Path) -> None:
     ratios = report["ratio_to_random"][al.DEFAULT_STRATEGY]
     margin_only = report["ratio_to_random"]["uncertainty"]
     # Issue 6 asks for at most 0.55 and 0.45. Measured (the head standardised
-    # by the pool and self-trained, seeds 0-9): 0.483 and 0.318; over 400
+    # by the pool and self-trained, seeds 0-7): 0.484 and 0.316; over 400
     # seeds 0.502 [0.480, 0.525] and 0.380 [0.364, 0.398]; every 100-seed
     # slice meets both. Before self-training seeds 0-9 gave 0.543 and 0.530.
     assert ratios["0.95"] <= 0.55, ratios
