@@ -96,11 +96,17 @@ class NearDuplicateIndex:
 def group_ids_of(session: Session, image_ids: NDArray[np.int64]) -> NDArray[np.int64]:
     """The near-duplicate group of each of ``image_ids`` (same order), for group-wise folds."""
     wanted = np.asarray(image_ids, dtype=np.int64)
+    groups = groups_by_image(session, wanted.tolist())
+    return np.asarray([groups[int(i)] for i in wanted], dtype=np.int64)
+
+
+def groups_by_image(session: Session, image_ids: list[int]) -> dict[int, int]:
+    """{image id: near-duplicate group id} of those of ``image_ids`` that exist."""
     groups: dict[int, int] = {}
-    for start in range(0, wanted.size, 10000):
-        chunk = wanted[start : start + 10000].tolist()
+    for start in range(0, len(image_ids), 10000):
+        chunk = image_ids[start : start + 10000]
         groups.update(
             (int(i), int(g))
             for i, g in session.execute(select(Image.id, Image.group_id).where(Image.id.in_(chunk)))
         )
-    return np.asarray([groups[int(i)] for i in wanted], dtype=np.int64)
+    return groups

@@ -43,12 +43,12 @@ from curation.learning.scoring import LearningPaths, champion, load_model, score
 from curation.models import (
     AuditEntry,
     EmbeddingSpace,
-    Image,
     ModelStatus,
     ModelVersion,
     User,
     UserRole,
 )
+from curation.neardup import groups_by_image
 
 Actor = User | str
 
@@ -88,26 +88,14 @@ def guessed_images(paths: LearningPaths, version: ModelVersion) -> NDArray[np.in
         return np.asarray(data["image_ids"], dtype=np.int64)
 
 
-def _groups_of(session: Session, image_ids: list[int]) -> dict[int, int]:
-    """{image id: near-duplicate group id} of those of ``image_ids`` that exist."""
-    groups: dict[int, int] = {}
-    for start in range(0, len(image_ids), 10000):
-        chunk = image_ids[start : start + 10000]
-        groups.update(
-            (int(i), int(g))
-            for i, g in session.execute(select(Image.id, Image.group_id).where(Image.id.in_(chunk)))
-        )
-    return groups
-
-
 def _without_guessed(
     session: Session, test: FrozenSplit, guessed: NDArray[np.int64]
 ) -> tuple[FrozenSplit, int]:
     """``test`` less the images in a near-duplicate group with a guessed image."""
     if guessed.size == 0 or test.image_ids.size == 0:
         return test, 0
-    guessed_groups = set(_groups_of(session, guessed.tolist()).values())
-    groups = _groups_of(session, test.image_ids.tolist())
+    guessed_groups = set(groups_by_image(session, guessed.tolist()).values())
+    groups = groups_by_image(session, test.image_ids.tolist())
     keep = np.asarray(
         [groups.get(int(i)) not in guessed_groups for i in test.image_ids], dtype=np.bool_
     )

@@ -41,6 +41,7 @@ from curation.learning.head import (
     HEAD_L2,
     centroids_and_own_distances,
     confident_and_typical,
+    nearest_centroid_distance,
     standardisation,
 )
 from curation.learning.ordering import ORDER_BATCH, TYPICAL_LABELS_PER_CLASS, head_order
@@ -130,9 +131,7 @@ def fit_probe(
     centroids, own = centroids_and_own_distances(
         ((x - mean) / scale).astype(np.float32), y, n_classes
     )
-    standard = (rest - mean) / scale
-    unit = standard / np.maximum(np.linalg.norm(standard, axis=1, keepdims=True), 1e-12)
-    distance = 1.0 - (unit @ centroids.T.astype(np.float64)).max(axis=1)
+    distance = nearest_centroid_distance((rest - mean) / scale, centroids.astype(np.float64))
     probabilities = probe.predict_proba(rest)
     keep = confident_and_typical(probabilities, distance, own)
     if not keep.any():

@@ -276,7 +276,7 @@ def confident_and_typical(
     p = np.asarray(probabilities, dtype=np.float64)
     if p.shape[0] == 0 or len(own_class_distances) == 0:
         return np.zeros(p.shape[0], dtype=np.bool_)
-    novelty = np.searchsorted(own_class_distances, distance, side="left") / len(own_class_distances)
+    novelty = novelty_rank(distance, own_class_distances)
     keep: NDArray[np.bool_] = (p.max(axis=1) >= PSEUDO_LABEL_CONFIDENCE) & (
         novelty < PSEUDO_LABEL_MAX_NOVELTY
     )
@@ -389,16 +389,30 @@ def centroids_and_own_distances(
 
 def nearest_class_distance(head: Head, embeddings: NDArray[np.floating]) -> NDArray[np.float32]:
     """(N, D) -> (N,) cosine distance to the nearest class centroid, in [0, 2]."""
-    unit = _unit(head.standardise(embeddings))
-    similarity: NDArray[np.float32] = (unit @ head.centroids.T).max(axis=1)
-    return (1.0 - similarity).astype(np.float32)
+    return nearest_centroid_distance(head.standardise(embeddings), head.centroids).astype(
+        np.float32
+    )
+
+
+def nearest_centroid_distance(standard: NDArray[Any], centroids: NDArray[Any]) -> NDArray[Any]:
+    """(N, D) standardised embeddings, (C, D) unit centroids -> (N,) cosine distance to
+    the nearest, in the inputs' precision."""
+    unit = standard / np.maximum(np.linalg.norm(standard, axis=1, keepdims=True), 1e-12)
+    distance: NDArray[Any] = 1.0 - (unit @ centroids.T).max(axis=1)
+    return distance
 
 
 def novelty_from_distance(head: Head, distance: NDArray[np.float32]) -> NDArray[np.float64]:
     """The share of training images that sit closer to their own class than these do
     to their nearest class: 0.5 is ordinary, near 1 is farther than almost all."""
-    reference = head.own_class_distances
-    if len(reference) == 0:
+    return novelty_rank(distance, head.own_class_distances)
+
+
+def novelty_rank(
+    distance: NDArray[np.floating], own_class_distances: NDArray[np.floating]
+) -> NDArray[np.float64]:
+    """:func:`novelty_from_distance` against sorted own-class distances (0 without any)."""
+    if len(own_class_distances) == 0:
         return np.zeros(len(distance))
-    ranks = np.searchsorted(reference, distance, side="left")
-    return np.asarray(ranks, dtype=np.float64) / len(reference)
+    ranks = np.searchsorted(own_class_distances, distance, side="left")
+    return np.asarray(ranks, dtype=np.float64) / len(own_class_distances)
