@@ -46,9 +46,10 @@ from curation.learning.head import (
 )
 from curation.learning.ordering import ORDER_BATCH, TYPICAL_LABELS_PER_CLASS, head_order
 from curation.learning.priority import (
-    NOVELTY_MIN_LABELS_PER_CLASS,
     ScoredItems,
     Strategy,
+    balanced_counts_novelty,
+    far_share,
     priorities,
 )
 from curation.learning.scores import (
@@ -338,7 +339,9 @@ def pick_default(view: RoundView, batch: int) -> IntArray:
     rescoring writes (:func:`curation.learning.ordering.head_order`): typical
     images of uncovered clusters while the labels lack 6 per class, then
     batches spread out by ``diverse_top``. The model knows the classes that
-    have a label, as a trained head does.
+    have a label, as a trained head does; novelty counts while it lacks one of
+    the folder's classes or far images abound
+    (:func:`curation.learning.priority.balanced_counts_novelty`).
     """
     items = _scored_pool(view, with_density=True)
     known_classes = int(np.unique(view.labels[view.labelled]).size)
@@ -346,7 +349,13 @@ def pick_default(view: RoundView, batch: int) -> IntArray:
         items,
         strategy=Strategy.BALANCED,
         random_share=0.0,
-        novelty_counts=bool(view.labelled.sum() >= NOVELTY_MIN_LABELS_PER_CLASS * known_classes),
+        # Every class of the folder is an active class of the platform's list.
+        novelty_counts=balanced_counts_novelty(
+            training_images=int(view.labelled.sum()),
+            model_classes=known_classes,
+            unlearnt_classes=view.n_classes - known_classes,
+            far_share=far_share(items.novelty, ~view.labelled),
+        ),
     )
     return head_order(
         priority,
@@ -391,7 +400,8 @@ STRATEGIES: dict[str, StrategySpec] = {
             start_typiclust,
             pick_default,
             "the live queue's default: TypiClust cold start, typical images of uncovered clusters"
-            " up to 6 labels per class, then uncertainty x density^6 (or novelty)"
+            " up to 6 labels per class, then uncertainty x density^6 (or novelty, while a class"
+            " has no label or far images abound)"
             " in diverse batches",
         ),
         StrategySpec(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from curation.exceptions import CurationError, NotFound
@@ -29,12 +29,14 @@ from curation.learning import bulk_write, embedding_store
 from curation.learning.head import Head, novelty_from_distance, self_train_head
 from curation.learning.ordering import claim_keys, head_order
 from curation.learning.priority import (
-    NOVELTY_MIN_LABELS_PER_CLASS,
     ScoredItems,
     Strategy,
+    balanced_counts_novelty,
+    far_share,
     priorities,
 )
 from curation.models import (
+    ClassStatus,
     EmbeddingSpace,
     Image,
     ImageSource,
@@ -402,6 +404,7 @@ def score_images(
         from curation.reporters import priority_weights
 
         reporter_weights = priority_weights(session, None if image_ids is None else ids)
+        unlearnt_classes = _unlearnt_active_classes(session, model.class_ids)
         # A full rescoring reads density against the vectors it holds.
         population = (
             None
@@ -424,7 +427,12 @@ def score_images(
         strategy=strategy,
         random_share=random_share,
         seed=seed,
-        novelty_counts=training_images >= NOVELTY_MIN_LABELS_PER_CLASS * model.head.n_classes,
+        novelty_counts=balanced_counts_novelty(
+            training_images=training_images,
+            model_classes=model.head.n_classes,
+            unlearnt_classes=unlearnt_classes,
+            far_share=far_share(items.novelty, items.labelled < 0),
+        ),
     )
     if reporter_weights:
         # A report from a reporter whose reports reviewers mostly rejected waits longer.
@@ -598,6 +606,21 @@ def _top_k(probs: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArr
         values[:, j] = probs[rows, best]
         work[rows, best] = -1.0
     return top, values
+
+
+def _unlearnt_active_classes(session: Session, model_class_ids: Sequence[int]) -> int:
+    """How many active classes the model lacks (a landmark added since, or never labelled)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(LandmarkClass)
+            .where(
+                LandmarkClass.status == ClassStatus.ACTIVE.value,
+                LandmarkClass.id.not_in(list(model_class_ids)),
+            )
+        )
+        or 0
+    )
 
 
 def _score_arrays(

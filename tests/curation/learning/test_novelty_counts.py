@@ -1,0 +1,124 @@
+"""The default ranking counts novelty only while the model can be missing a landmark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from curation.learning.head import Head
+from curation.learning.priority import (
+    NOVELTY_MIN_LABELS_PER_CLASS,
+    NOVELTY_TELLING_SHARE,
+    balanced_counts_novelty,
+    far_share,
+)
+from curation.learning.scoring import LearningPaths, LoadedModel, score_images
+from curation.models import ClassStatus, ModelStatus, ModelVersion, QueueOrder
+from curation.runtime import Runtime
+from curation.taxonomy import find_or_create_class
+from tests.factories import embedded_images
+
+DIM = 16
+ODD = 20
+
+
+def test_novelty_counts_with_enough_labels_and_an_unlearnt_class_or_many_far_images() -> None:
+    enough = NOVELTY_MIN_LABELS_PER_CLASS * 3
+    few, many = 0.1, NOVELTY_TELLING_SHARE + 0.01
+
+    def counts(images: int, unlearnt: int, share: float) -> bool:
+        return balanced_counts_novelty(
+            training_images=images, model_classes=3, unlearnt_classes=unlearnt, far_share=share
+        )
+
+    assert counts(enough, 1, few)
+    assert counts(enough, 0, many)
+    assert not counts(enough, 0, few)
+    assert not counts(enough - 1, 1, many)
+
+
+def test_far_share_reads_the_unlabelled_rows_only() -> None:
+    novelty = np.array([0.95, 0.5, 0.99, 0.1])
+    assert far_share(novelty, np.array([True, True, False, False])) == 0.5
+    assert far_share(novelty, np.zeros(4, dtype=bool)) == 0.0
+
+
+def _pool(rng: np.random.Generator, odd_count: int) -> np.ndarray:
+    """Ordinary photos of two classes (the head separates on dimension 0), then a
+    tight group the head is sure of but that lies far from both class centroids."""
+    ordinary = 0.1 * rng.normal(size=(200, DIM))
+    ordinary[:, 0] = rng.choice([-1.0, 1.0], 200) * rng.uniform(0.6, 2.0, 200)
+    odd = np.zeros((odd_count, DIM))
+    odd[:, 0] = 4.0
+    odd[:, 2] = 40.0
+    odd += 0.01 * rng.normal(size=odd.shape)
+    return np.concatenate([ordinary, odd])
+
+
+@pytest.mark.parametrize(
+    ("third_class", "odd_count", "novelty_expected"),
+    [
+        (None, ODD, False),  # 9% far: odd views of known landmarks
+        (ClassStatus.PROPOSED, ODD, False),
+        (ClassStatus.ACTIVE, ODD, True),  # a landmark the model lacks
+        (None, 4 * ODD, True),  # 29% far: landmarks nobody has named yet
+    ],
+)
+def test_a_full_rescoring_ranks_far_images_by_novelty_only_when_a_landmark_can_be_missing(
+    runtime: Runtime, third_class: ClassStatus | None, odd_count: int, novelty_expected: bool
+) -> None:
+    paths = LearningPaths.under(runtime.settings.data_dir)
+    with runtime.factory() as session, session.begin():
+        classes = [find_or_create_class(session, name)[0].id for name in ("Namsan", "Bukhansan")]
+        if third_class is not None:
+            find_or_create_class(session, "Seoul Forest", status=third_class)
+        vectors = _pool(np.random.default_rng(0), odd_count)
+        ids, space = embedded_images(session, paths.embeddings, vectors)
+        version = ModelVersion(
+            space_id=space.id,
+            class_ids=classes,
+            artifact_key="synthetic",
+            seed=0,
+            status=ModelStatus.CHAMPION.value,
+        )
+        session.add(version)
+        session.flush()
+        session.expunge(space)
+        version_id = version.id
+    weights = np.zeros((DIM, 2), dtype=np.float32)
+    weights[0] = [3.0, -3.0]
+    model = LoadedModel(
+        version_id=version_id,
+        space=space,
+        head=Head(
+            mean=np.zeros(DIM, dtype=np.float32),
+            scale=np.ones(DIM, dtype=np.float32),
+            weights=weights,
+            bias=np.zeros(2, dtype=np.float32),
+            centroids=np.eye(1, DIM, dtype=np.float32) * np.asarray([[1.0], [-1.0]], np.float32),
+            # 100 training images, all within cosine distance 0.5 of their class:
+            # the ordinary photos lie within 0.3 of one, the odd group 0.9 from both.
+            own_class_distances=np.linspace(0.0, 0.5, 100, dtype=np.float32),
+        ),
+        class_ids=classes,
+        class_names=["Namsan", "Bukhansan"],
+        label_issue_ids=np.zeros(0, dtype=np.int64),
+        label_issue_scores=np.zeros(0),
+        label_issue_flags=np.zeros(0, dtype=bool),
+    )
+    assert score_images(runtime.factory, paths, model, random_share=0.0) == len(ids)
+    with runtime.factory() as session:
+        strategy_of = dict(
+            session.execute(
+                select(QueueOrder.image_id, QueueOrder.strategy).where(
+                    QueueOrder.ranking == version_id
+                )
+            )
+            .tuples()
+            .all()
+        )
+    odd = [strategy_of[i] for i in ids[-odd_count:]]
+    ordinary = [strategy_of[i] for i in ids[:-odd_count]]
+    assert set(ordinary) == {"uncertainty"}
+    assert set(odd) == ({"novelty"} if novelty_expected else {"uncertainty"})
