@@ -5,17 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import select
 
 from curation.accounts import create_user
-from curation.learning.head import Head
-from curation.learning.scoring import LearningPaths, LoadedModel, score_images
-from curation.models import ModelStatus, ModelVersion, QueueOrder
+from curation.learning.scoring import LearningPaths, score_images
 from curation.queue import current_ranking
 from curation.review.claims import claim_next
 from curation.runtime import Runtime
-from curation.taxonomy import find_or_create_class
-from tests.factories import embedded_images
+from tests.curation.learning.synthetic_model import strategies_ranked, two_class_champion
 
 DIM = 16
 BURST = 30
@@ -34,64 +30,22 @@ def _pool(rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([burst, spread, confident])
 
 
-def _model(runtime: Runtime, vectors: np.ndarray) -> tuple[LoadedModel, list[int]]:
-    paths = LearningPaths.under(runtime.settings.data_dir)
-    with runtime.factory() as session, session.begin():
-        classes = [find_or_create_class(session, name)[0].id for name in ("Namsan", "Bukhansan")]
-        ids, space = embedded_images(session, paths.embeddings, vectors)
-        version = ModelVersion(
-            space_id=space.id,
-            class_ids=classes,
-            artifact_key="synthetic",
-            seed=0,
-            status=ModelStatus.CHAMPION.value,
-        )
-        session.add(version)
-        session.flush()
-        session.expunge(space)
-        version_id = version.id
-    weights = np.zeros((DIM, 2), dtype=np.float32)
-    weights[0] = [3.0, -3.0]
-    head = Head(
-        mean=np.zeros(DIM, dtype=np.float32),
-        scale=np.ones(DIM, dtype=np.float32),
-        weights=weights,
-        bias=np.zeros(2, dtype=np.float32),
-        centroids=np.eye(2, DIM, dtype=np.float32) * np.asarray([[1.0], [-1.0]], np.float32),
-        # Wide reference: nothing here looks novel.
-        own_class_distances=np.linspace(0.0, 2.0, 100, dtype=np.float32),
-    )
-    model = LoadedModel(
-        version_id=version_id,
-        space=space,
-        head=head,
-        class_ids=classes,
-        class_names=["Namsan", "Bukhansan"],
-        label_issue_ids=np.zeros(0, dtype=np.int64),
-        label_issue_scores=np.zeros(0),
-        label_issue_flags=np.zeros(0, dtype=bool),
-    )
-    return model, ids
-
-
 def test_claims_after_a_full_rescoring_are_spread_and_keep_the_control_share(
     runtime: Runtime,
 ) -> None:
     vectors = _pool(np.random.default_rng(0))
-    model, ids = _model(runtime, vectors)
+    model, ids = two_class_champion(
+        runtime,
+        vectors,
+        centroids=np.eye(2, DIM) * np.asarray([[1.0], [-1.0]]),
+        # Wide reference: nothing here looks novel.
+        own_class_distances=np.linspace(0.0, 2.0, 100),
+    )
     paths = LearningPaths.under(runtime.settings.data_dir)
     assert score_images(runtime.factory, paths, model, random_share=0.05) == len(ids)
     with runtime.factory() as session:
         assert current_ranking(session) == model.version_id
-        by_priority = dict(
-            session.execute(
-                select(QueueOrder.image_id, QueueOrder.strategy).where(
-                    QueueOrder.ranking == model.version_id
-                )
-            )
-            .tuples()
-            .all()
-        )
+    by_priority = strategies_ranked(runtime, model.version_id)
     with runtime.factory() as session, session.begin():
         reviewer = create_user(
             session, username="reviewer", password="pw-123456-long", role="reviewer", actor="t"

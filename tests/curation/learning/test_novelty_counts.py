@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sqlalchemy import select
 
-from curation.learning.head import Head
 from curation.learning.priority import (
     NOVELTY_MIN_LABELS_PER_CLASS,
     NOVELTY_TELLING_SHARE,
     balanced_counts_novelty,
     far_share,
 )
-from curation.learning.scoring import LearningPaths, LoadedModel, score_images
-from curation.models import ClassStatus, ModelStatus, ModelVersion, QueueOrder
+from curation.learning.scoring import LearningPaths, score_images
+from curation.models import ClassStatus
 from curation.runtime import Runtime
 from curation.taxonomy import find_or_create_class
-from tests.factories import embedded_images
+from tests.curation.learning.synthetic_model import strategies_ranked, two_class_champion
 
 DIM = 16
 ODD = 20
@@ -69,55 +67,19 @@ def test_a_full_rescoring_ranks_far_images_by_novelty_only_when_a_landmark_can_b
     runtime: Runtime, third_class: ClassStatus | None, odd_count: int, novelty_expected: bool
 ) -> None:
     paths = LearningPaths.under(runtime.settings.data_dir)
-    with runtime.factory() as session, session.begin():
-        classes = [find_or_create_class(session, name)[0].id for name in ("Namsan", "Bukhansan")]
-        if third_class is not None:
+    if third_class is not None:
+        with runtime.factory() as session, session.begin():
             find_or_create_class(session, "Seoul Forest", status=third_class)
-        vectors = _pool(np.random.default_rng(0), odd_count)
-        ids, space = embedded_images(session, paths.embeddings, vectors)
-        version = ModelVersion(
-            space_id=space.id,
-            class_ids=classes,
-            artifact_key="synthetic",
-            seed=0,
-            status=ModelStatus.CHAMPION.value,
-        )
-        session.add(version)
-        session.flush()
-        session.expunge(space)
-        version_id = version.id
-    weights = np.zeros((DIM, 2), dtype=np.float32)
-    weights[0] = [3.0, -3.0]
-    model = LoadedModel(
-        version_id=version_id,
-        space=space,
-        head=Head(
-            mean=np.zeros(DIM, dtype=np.float32),
-            scale=np.ones(DIM, dtype=np.float32),
-            weights=weights,
-            bias=np.zeros(2, dtype=np.float32),
-            centroids=np.eye(1, DIM, dtype=np.float32) * np.asarray([[1.0], [-1.0]], np.float32),
-            # 100 training images, all within cosine distance 0.5 of their class:
-            # the ordinary photos lie within 0.3 of one, the odd group 0.9 from both.
-            own_class_distances=np.linspace(0.0, 0.5, 100, dtype=np.float32),
-        ),
-        class_ids=classes,
-        class_names=["Namsan", "Bukhansan"],
-        label_issue_ids=np.zeros(0, dtype=np.int64),
-        label_issue_scores=np.zeros(0),
-        label_issue_flags=np.zeros(0, dtype=bool),
+    model, ids = two_class_champion(
+        runtime,
+        _pool(np.random.default_rng(0), odd_count),
+        centroids=np.eye(1, DIM) * np.asarray([[1.0], [-1.0]]),
+        # 100 training images, all within cosine distance 0.5 of their class:
+        # the ordinary photos lie within 0.3 of one, the odd group 0.9 from both.
+        own_class_distances=np.linspace(0.0, 0.5, 100),
     )
     assert score_images(runtime.factory, paths, model, random_share=0.0) == len(ids)
-    with runtime.factory() as session:
-        strategy_of = dict(
-            session.execute(
-                select(QueueOrder.image_id, QueueOrder.strategy).where(
-                    QueueOrder.ranking == version_id
-                )
-            )
-            .tuples()
-            .all()
-        )
+    strategy_of = strategies_ranked(runtime, model.version_id)
     odd = [strategy_of[i] for i in ids[-odd_count:]]
     ordinary = [strategy_of[i] for i in ids[:-odd_count]]
     assert set(ordinary) == {"uncertainty"}
