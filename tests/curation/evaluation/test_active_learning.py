@@ -236,9 +236,11 @@ def test_default_beats_random_on_porto5(tmp_path: Path) -> None:
     ratios = report["ratio_to_random"][al.DEFAULT_STRATEGY]
     margin_only = report["ratio_to_random"]["uncertainty"]
     # Issue 6 asks for at most 0.55 and 0.45. Measured (the head standardised
-    # by the pool and self-trained, seeds 0-7): 0.484 and 0.316; over 400
-    # seeds 0.502 [0.480, 0.525] and 0.380 [0.364, 0.398]; every 100-seed
-    # slice meets both. Before self-training seeds 0-9 gave 0.543 and 0.530.
+    # by the pool and self-trained, novelty left out while no landmark can be
+    # missing; seeds 0-7): 0.513 and 0.324, largest shortfall +0.0080 at 190
+    # labels (standard error 0.0035); over 400 seeds 0.502 [0.480, 0.525] and
+    # 0.357 [0.342, 0.374], shortfall +0.0010; every 100-seed slice meets both.
+    # Before self-training seeds 0-9 gave 0.543 and 0.530.
     assert ratios["0.95"] <= 0.55, ratios
     assert ratios["0.99"] <= 0.45, ratios
     for share in ("0.95", "0.99"):
