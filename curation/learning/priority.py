@@ -3,8 +3,8 @@
 Every strategy maps the scores of an item to a priority in [0, 1]. The
 default, ``balanced``, takes the strongest of the signals (uncertainty
 weighted by how typical the image is, novelty while the model can be
-missing a landmark, a likely label error, a reporter's disagreement), so an item is first in line for whichever reason
-makes it most useful. A deterministic
+missing a landmark, a likely label error, a reporter's disagreement), so an
+item is first in line for whichever reason makes it most useful. A deterministic
 share of items (the random control) is queued at a random priority instead,
 so the lift of the queue over random labelling can be measured.
 """

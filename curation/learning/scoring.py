@@ -26,7 +26,12 @@ from curation.exceptions import CurationError, NotFound
 from curation.geometry import Box
 from curation.labels import current_labels, is_current, judged_images
 from curation.learning import bulk_write, embedding_store
-from curation.learning.head import Head, novelty_from_distance, self_train_head
+from curation.learning.head import (
+    Head,
+    nearest_class_distance,
+    novelty_from_distance,
+    self_train_head,
+)
 from curation.learning.ordering import claim_keys, head_order
 from curation.learning.priority import (
     ScoredItems,
@@ -431,7 +436,7 @@ def score_images(
             training_images=training_images,
             model_classes=model.head.n_classes,
             unlearnt_classes=unlearnt_classes,
-            far_share=far_share(items.novelty, items.labelled < 0),
+            far_share=_far_share(model, items, population),
         ),
     )
     if reporter_weights:
@@ -606,6 +611,28 @@ def _top_k(probs: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArr
         values[:, j] = probs[rows, best]
         work[rows, best] = -1.0
     return top, values
+
+
+def _far_share(
+    model: LoadedModel,
+    items: ScoredItems,
+    population: tuple[NDArray[np.float16], int] | None,
+) -> float:
+    """Share of the space's images that lie far from every class of ``model``.
+
+    A full rescoring reads it off the unlabelled images it scored; a partial
+    one (a batch of new images) off the sample of the space that density
+    reads, so both decide alike and a small batch of odd photos does not turn
+    novelty on by itself. The sample holds labelled images too, about a
+    tenth of which lie that far by construction, so it reads a little low.
+    """
+    if population is None:
+        return far_share(items.novelty, items.labelled < 0)
+    sample, _ = population
+    if len(sample) == 0:
+        return 0.0
+    novelty = novelty_from_distance(model.head, nearest_class_distance(model.head, sample))
+    return far_share(novelty, np.ones(len(sample), dtype=np.bool_))
 
 
 def _unlearnt_active_classes(session: Session, model_class_ids: Sequence[int]) -> int:

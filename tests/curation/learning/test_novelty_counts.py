@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sqlalchemy import delete
 
 from curation.learning.priority import (
     NOVELTY_MIN_LABELS_PER_CLASS,
@@ -12,7 +13,7 @@ from curation.learning.priority import (
     far_share,
 )
 from curation.learning.scoring import LearningPaths, score_images
-from curation.models import ClassStatus
+from curation.models import ClassStatus, QueueOrder
 from curation.runtime import Runtime
 from curation.taxonomy import find_or_create_class
 from tests.curation.learning.synthetic_model import strategies_ranked, two_class_champion
@@ -63,7 +64,7 @@ def _pool(rng: np.random.Generator, odd_count: int) -> np.ndarray:
         (None, 4 * ODD, True),  # 29% far: landmarks nobody has named yet
     ],
 )
-def test_a_full_rescoring_ranks_far_images_by_novelty_only_when_a_landmark_can_be_missing(
+def test_rescorings_rank_far_images_by_novelty_only_when_a_landmark_can_be_missing(
     runtime: Runtime, third_class: ClassStatus | None, odd_count: int, novelty_expected: bool
 ) -> None:
     paths = LearningPaths.under(runtime.settings.data_dir)
@@ -82,5 +83,19 @@ def test_a_full_rescoring_ranks_far_images_by_novelty_only_when_a_landmark_can_b
     strategy_of = strategies_ranked(runtime, model.version_id)
     odd = [strategy_of[i] for i in ids[-odd_count:]]
     ordinary = [strategy_of[i] for i in ids[:-odd_count]]
+    expected = {"novelty"} if novelty_expected else {"uncertainty"}
     assert set(ordinary) == {"uncertainty"}
-    assert set(odd) == ({"novelty"} if novelty_expected else {"uncertainty"})
+    assert set(odd) == expected
+    # A batch of new photos, all of them odd, is scored against the space as a
+    # whole: on its own it would look 100% far and turn novelty on. (Their
+    # ranking rows go first, as if they had come in after the full rescoring:
+    # a partial scoring only inserts rows.)
+    with runtime.factory() as session, session.begin():
+        session.execute(
+            delete(QueueOrder).where(
+                QueueOrder.ranking == model.version_id, QueueOrder.image_id.in_(ids[-5:])
+            )
+        )
+    assert score_images(runtime.factory, paths, model, ids[-5:], random_share=0.0) == 5
+    rescored = strategies_ranked(runtime, model.version_id)
+    assert {rescored[i] for i in ids[-5:]} == expected
