@@ -354,7 +354,7 @@ def pick_default(view: RoundView, batch: int) -> IntArray:
             training_images=int(view.labelled.sum()),
             model_classes=known_classes,
             unlearnt_classes=view.n_classes - known_classes,
-            far_share=far_share(items.novelty, ~view.labelled),
+            far_share=lambda: far_share(items.novelty, ~view.labelled),
         ),
     )
     return head_order(

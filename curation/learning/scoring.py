@@ -410,12 +410,17 @@ def score_images(
 
         reporter_weights = priority_weights(session, None if image_ids is None else ids)
         unlearnt_classes = _unlearnt_active_classes(session, model.class_ids)
-        # A full rescoring reads density against the vectors it holds.
-        population = (
-            None
-            if image_ids is None
-            else embedding_store.sample(session, paths.embeddings, model.space)
-        )
+        # A full rescoring reads density (and the far share) against the
+        # vectors it holds; a partial one against a sample of the space.
+        population: tuple[NDArray[np.float16], int] | None = None
+        sample_unlabelled = np.zeros(0, dtype=np.bool_)
+        if image_ids is not None:
+            sample_ids, sample_vectors, space_size = embedding_store.sample_images(
+                session, paths.embeddings, model.space
+            )
+            population = (sample_vectors, space_size)
+            sample_labelled = _label_classes(session, sample_ids.tolist())[0]
+            sample_unlabelled = ~np.isin(sample_ids, sample_labelled)
     if read_ids is not None:  # before any return: a caller diffs against what was read
         read_ids.append(ids)
     if len(ids) == 0:
@@ -427,6 +432,7 @@ def score_images(
     items, entropies = _score_arrays(model, ids, vectors, labels, claims)
     items = dataclasses.replace(items, density=_density(vectors, population))
     training_images = len(model.head.own_class_distances)
+    has_label = _lookup(ids, labels[0], np.ones(len(labels[0]), dtype=bool), False)
     priority, chosen = priorities(
         items,
         strategy=strategy,
@@ -436,7 +442,9 @@ def score_images(
             training_images=training_images,
             model_classes=model.head.n_classes,
             unlearnt_classes=unlearnt_classes,
-            far_share=_far_share(model, items, population),
+            far_share=lambda: _far_share(
+                model, items.novelty, ~has_label, population, sample_unlabelled
+            ),
         ),
     )
     if reporter_weights:
@@ -444,7 +452,6 @@ def score_images(
         priority = priority * np.asarray([reporter_weights.get(int(i), 1.0) for i in ids])
     clock.lap("score")
     flagged = _lookup(ids, model.label_issue_ids, model.label_issue_flags, False)
-    has_label = _lookup(ids, labels[0], np.ones(len(labels[0]), dtype=bool), False)
     needs_human = (items.labelled < 0) | flagged | ~has_label
     if image_ids is None and strategy is not Strategy.RANDOM:
         # A full rescoring sees the whole pool: it decides the order of the
@@ -615,24 +622,27 @@ def _top_k(probs: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArr
 
 def _far_share(
     model: LoadedModel,
-    items: ScoredItems,
+    novelty: NDArray[np.float64],
+    unlabelled: NDArray[np.bool_],
     population: tuple[NDArray[np.float16], int] | None,
+    sample_unlabelled: NDArray[np.bool_],
 ) -> float:
-    """Share of the space's images that lie far from every class of ``model``.
+    """Share of the space's images without a label that lie far from every class.
 
-    A full rescoring reads it off the unlabelled images it scored; a partial
-    one (a batch of new images) off the sample of the space that density
-    reads, so both decide alike and a small batch of odd photos does not turn
-    novelty on by itself. The sample holds labelled images too, about a
-    tenth of which lie that far by construction, so it reads a little low.
+    A full rescoring reads it off the images it scored (``novelty``, with
+    ``unlabelled`` the images without any current label: a "not a landmark"
+    verdict is a label); a partial one (a batch of new images) off the
+    sample of the space that density reads, less its labelled images, so
+    both measure the same thing and a small batch of odd photos does not turn
+    novelty on by itself.
     """
     if population is None:
-        return far_share(items.novelty, items.labelled < 0)
+        return far_share(novelty, unlabelled)
     sample, _ = population
     if len(sample) == 0:
         return 0.0
-    novelty = novelty_from_distance(model.head, nearest_class_distance(model.head, sample))
-    return far_share(novelty, np.ones(len(sample), dtype=np.bool_))
+    sample_novelty = novelty_from_distance(model.head, nearest_class_distance(model.head, sample))
+    return far_share(sample_novelty, sample_unlabelled)
 
 
 def _unlearnt_active_classes(session: Session, model_class_ids: Sequence[int]) -> int:

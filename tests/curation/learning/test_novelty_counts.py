@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from sqlalchemy import delete
 
+from curation.labels import append_label
 from curation.learning.priority import (
+    FAR_SHARE_OF_MISSING_LANDMARKS,
     NOVELTY_MIN_LABELS_PER_CLASS,
-    NOVELTY_TELLING_SHARE,
     balanced_counts_novelty,
     far_share,
 )
@@ -24,11 +25,14 @@ ODD = 20
 
 def test_novelty_counts_with_enough_labels_and_an_unlearnt_class_or_many_far_images() -> None:
     enough = NOVELTY_MIN_LABELS_PER_CLASS * 3
-    few, many = 0.1, NOVELTY_TELLING_SHARE + 0.01
+    few, many = 0.1, FAR_SHARE_OF_MISSING_LANDMARKS + 0.01
 
     def counts(images: int, unlearnt: int, share: float) -> bool:
         return balanced_counts_novelty(
-            training_images=images, model_classes=3, unlearnt_classes=unlearnt, far_share=share
+            training_images=images,
+            model_classes=3,
+            unlearnt_classes=unlearnt,
+            far_share=lambda: share,
         )
 
     assert counts(enough, 1, few)
@@ -44,8 +48,9 @@ def test_far_share_reads_the_unlabelled_rows_only() -> None:
 
 
 def _pool(rng: np.random.Generator, odd_count: int) -> np.ndarray:
-    """Ordinary photos of two classes (the head separates on dimension 0), then a
-    tight group the head is sure of but that lies far from both class centroids."""
+    """Ordinary photos of two classes (the head separates on dimension 0), then
+    ``odd_count`` in a tight group the head is sure of but that lies far from
+    both class centroids."""
     ordinary = 0.1 * rng.normal(size=(200, DIM))
     ordinary[:, 0] = rng.choice([-1.0, 1.0], 200) * rng.uniform(0.6, 2.0, 200)
     odd = np.zeros((odd_count, DIM))
@@ -56,16 +61,23 @@ def _pool(rng: np.random.Generator, odd_count: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("third_class", "odd_count", "novelty_expected"),
+    ("third_class", "odd_count", "judged", "novelty_expected"),
     [
-        (None, ODD, False),  # 9% far: odd views of known landmarks
-        (ClassStatus.PROPOSED, ODD, False),
-        (ClassStatus.ACTIVE, ODD, True),  # a landmark the model lacks
-        (None, 4 * ODD, True),  # 29% far: landmarks nobody has named yet
+        (None, ODD, 0, False),  # 9% far: odd views of known landmarks
+        (ClassStatus.PROPOSED, ODD, 0, False),
+        (ClassStatus.RETIRED, ODD, 0, False),
+        (ClassStatus.ACTIVE, ODD, 0, True),  # a landmark the model lacks
+        (None, 4 * ODD, 0, True),  # 29% far: landmarks nobody has named yet
+        # 60 of 260 far, but 40 of them judged "not a landmark": 9% of the rest.
+        (None, 3 * ODD, 2 * ODD, False),
     ],
 )
 def test_rescorings_rank_far_images_by_novelty_only_when_a_landmark_can_be_missing(
-    runtime: Runtime, third_class: ClassStatus | None, odd_count: int, novelty_expected: bool
+    runtime: Runtime,
+    third_class: ClassStatus | None,
+    odd_count: int,
+    judged: int,
+    novelty_expected: bool,
 ) -> None:
     paths = LearningPaths.under(runtime.settings.data_dir)
     if third_class is not None:
@@ -79,6 +91,9 @@ def test_rescorings_rank_far_images_by_novelty_only_when_a_landmark_can_be_missi
         # the ordinary photos lie within 0.3 of one, the odd group 0.9 from both.
         own_class_distances=np.linspace(0.0, 0.5, 100),
     )
+    with runtime.factory() as session, session.begin():
+        for image_id in ids[-odd_count : len(ids) - odd_count + judged]:
+            append_label(session, image_id=image_id, class_id=None, box=None, origin="test")
     assert score_images(runtime.factory, paths, model, random_share=0.0) == len(ids)
     strategy_of = strategies_ranked(runtime, model.version_id)
     odd = [strategy_of[i] for i in ids[-odd_count:]]
