@@ -397,3 +397,44 @@ def test_the_probe_learns_the_rows_it_is_sure_of_as_self_train_head_does() -> No
     assert 0 < sure.sum() < rest.size
     np.testing.assert_allclose(twice.weights, by_hand.weights, rtol=1e-6, atol=1e-9)
     assert not np.allclose(twice.weights, once.weights)
+
+
+@pytest.mark.parametrize("class_2_labelled", [True, False])
+def test_the_default_pick_counts_novelty_only_while_a_class_has_no_label(
+    class_2_labelled: bool,
+) -> None:
+    """The simulation mirrors the live rule. Far rows are under a fifth of the
+    unlabelled ones either way, so only a class without a label turns novelty
+    on: then the rows far from the known classes lead the picks; with every
+    class learnt, the six far rows wait."""
+    points, labels = blobs(n_per_class=60, n_classes=3)
+    keep = np.concatenate([np.flatnonzero(labels < 2), np.flatnonzero(labels == 2)[:8]])
+    points, labels = points[keep], labels[keep]
+    dim = points.shape[1]
+    far = np.random.default_rng(1).normal(size=(6, dim)).astype(np.float32) * 0.1
+    far += 40.0 * np.eye(1, dim, dim - 1, dtype=np.float32)
+    points = np.concatenate([points, far])
+    labels = np.concatenate([labels, np.zeros(6, dtype=np.int64)])
+    far_rows = np.arange(labels.size - 6, labels.size)
+    labelled = np.zeros(labels.size, dtype=bool)
+    per_class = {0: 27, 1: 27, 2: 6} if class_2_labelled else {0: 20, 1: 20}
+    for c, count in per_class.items():
+        labelled[np.flatnonzero(labels == c)[:count]] = True
+    # The model is sure of every row, so uncertainty alone barely orders them.
+    probabilities = np.full((labels.size, 3), 0.01)
+    probabilities[np.arange(labels.size), labels] = 0.98
+    view = al.RoundView(
+        embeddings=points,
+        labelled=labelled,
+        labels=np.where(labelled, labels, -1),
+        probabilities=probabilities,
+        n_classes=3,
+        round_index=0,
+        seed=0,
+    )
+    picks = al.pick_default(view, 10)
+    if class_2_labelled:
+        assert not np.isin(far_rows, picks).any(), picks
+    else:
+        novel = np.concatenate([far_rows, np.flatnonzero(labels == 2)])
+        assert np.isin(picks, novel).sum() >= 5, picks  # 7 measured; 0 with novelty off
