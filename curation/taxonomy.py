@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from curation.exceptions import RejectedInput
@@ -81,6 +82,18 @@ def find_class(session: Session, name: str) -> LandmarkClass | None:
     return session.scalars(
         select(LandmarkClass).where(condition).order_by(retired_last, LandmarkClass.id).limit(1)
     ).first()
+
+
+def count_active_classes(session: Session, *, besides: Collection[int] = ()) -> int:
+    """How many classes are active, leaving out the ids in ``besides``."""
+    query = (
+        select(func.count())
+        .select_from(LandmarkClass)
+        .where(LandmarkClass.status == ClassStatus.ACTIVE.value)
+    )
+    if besides:
+        query = query.where(LandmarkClass.id.not_in(list(besides)))
+    return int(session.scalar(query) or 0)
 
 
 def find_or_create_class(

@@ -342,8 +342,8 @@ def head_from_dense(
         raise ValueError("embeddings must be (N, D), N >= 1, with one label each")
     if k.shape != (x.shape[1], b.shape[0]):
         raise ValueError(f"kernel {k.shape} does not map {x.shape[1]} features to {b.shape[0]}")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0) + 1e-6
+    mean64, scale64 = standardisation(x)
+    mean, scale = mean64.astype(np.float32), scale64.astype(np.float32)
     centroids, distances = centroids_and_own_distances((x - mean) / scale, y, b.shape[0])
     return Head(
         mean=mean.astype(np.float32),

@@ -27,15 +27,14 @@ from curation.learning.tuned import backbone_for_space, is_tuned_space
 from curation.models import (
     COLD_START_RANKING,
     COLD_START_STRATEGY,
-    ClassStatus,
     EmbeddingSpace,
-    LandmarkClass,
     QueueItem,
     QueueOrder,
     QueueStatus,
 )
 from curation.queue import current_ranking
 from curation.runtime import Runtime
+from curation.taxonomy import count_active_classes
 
 logger = logging.getLogger(__name__)
 
@@ -210,14 +209,7 @@ def _order_cold_start(runtime: Runtime, paths: LearningPaths, space_key: str) ->
         ).first()
         if space is None or current_ranking(session) != COLD_START_RANKING:
             return 0
-        active = int(
-            session.scalar(
-                select(func.count())
-                .select_from(LandmarkClass)
-                .where(LandmarkClass.status == ClassStatus.ACTIVE.value)
-            )
-            or 0
-        )
+        active = count_active_classes(session)
         open_ids, open_vectors = embedding_store.load(
             session, paths.embeddings, space, image_ids=_cold_start_sample(session, pending=True)
         )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from curation.exceptions import CurationError, NotFound
@@ -41,7 +41,6 @@ from curation.learning.priority import (
     priorities,
 )
 from curation.models import (
-    ClassStatus,
     EmbeddingSpace,
     Image,
     ImageSource,
@@ -54,6 +53,7 @@ from curation.models import (
 )
 from curation.neardup import group_ids_of
 from curation.store import LocalImageStore
+from curation.taxonomy import count_active_classes
 
 if TYPE_CHECKING:
     from curation.learning.backbones import LoadedBackbone
@@ -409,18 +409,16 @@ def score_images(
         from curation.reporters import priority_weights
 
         reporter_weights = priority_weights(session, None if image_ids is None else ids)
-        unlearnt_classes = _unlearnt_active_classes(session, model.class_ids)
+        unlearnt_classes = count_active_classes(session, besides=model.class_ids)
         # A full rescoring reads density (and the far share) against the
         # vectors it holds; a partial one against a sample of the space.
         population: tuple[NDArray[np.float16], int] | None = None
-        sample_unlabelled = np.zeros(0, dtype=np.bool_)
+        sample_ids = np.zeros(0, dtype=np.int64)
         if image_ids is not None:
             sample_ids, sample_vectors, space_size = embedding_store.sample_images(
                 session, paths.embeddings, model.space
             )
             population = (sample_vectors, space_size)
-            sample_labelled = _label_classes(session, sample_ids.tolist())[0]
-            sample_unlabelled = ~np.isin(sample_ids, sample_labelled)
     if read_ids is not None:  # before any return: a caller diffs against what was read
         read_ids.append(ids)
     if len(ids) == 0:
@@ -438,12 +436,13 @@ def score_images(
         strategy=strategy,
         random_share=random_share,
         seed=seed,
-        novelty_counts=balanced_counts_novelty(
+        novelty_counts=strategy is Strategy.BALANCED
+        and balanced_counts_novelty(
             training_images=training_images,
             model_classes=model.head.n_classes,
             unlearnt_classes=unlearnt_classes,
             far_share=lambda: _far_share(
-                model, items.novelty, ~has_label, population, sample_unlabelled
+                factory, model, items.novelty, ~has_label, population, sample_ids
             ),
         ),
     )
@@ -621,19 +620,21 @@ def _top_k(probs: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArr
 
 
 def _far_share(
+    factory: sessionmaker[Session],
     model: LoadedModel,
     novelty: NDArray[np.float64],
     unlabelled: NDArray[np.bool_],
     population: tuple[NDArray[np.float16], int] | None,
-    sample_unlabelled: NDArray[np.bool_],
+    sample_ids: NDArray[np.int64],
 ) -> float:
     """Share of the space's images without a label that lie far from every class.
 
-    A full rescoring reads it off the images it scored (``novelty``, with
-    ``unlabelled`` the images without any current label: a "not a landmark"
-    verdict is a label); a partial one (a batch of new images) off the
-    sample of the space that density reads, less its labelled images, so
-    both measure the same thing and a small batch of odd photos does not turn
+    A full rescoring (``population`` None) reads it off the images it scored
+    (``novelty``, with ``unlabelled`` the images without any current label:
+    a "not a landmark" verdict is a label); a partial one (a batch of new
+    images) off the sample of the space that density reads, less its labelled
+    images (read here, only when the decision depends on it), so both
+    measure the same thing and a small batch of odd photos does not turn
     novelty on by itself.
     """
     if population is None:
@@ -641,23 +642,10 @@ def _far_share(
     sample, _ = population
     if len(sample) == 0:
         return 0.0
+    with factory() as session:
+        labelled_ids = _label_classes(session, sample_ids.tolist())[0]
     sample_novelty = novelty_from_distance(model.head, nearest_class_distance(model.head, sample))
-    return far_share(sample_novelty, sample_unlabelled)
-
-
-def _unlearnt_active_classes(session: Session, model_class_ids: Sequence[int]) -> int:
-    """How many active classes the model lacks (a landmark added since, or never labelled)."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(LandmarkClass)
-            .where(
-                LandmarkClass.status == ClassStatus.ACTIVE.value,
-                LandmarkClass.id.not_in(list(model_class_ids)),
-            )
-        )
-        or 0
-    )
+    return far_share(sample_novelty, ~np.isin(sample_ids, labelled_ids))
 
 
 def _score_arrays(
